@@ -1,0 +1,14 @@
+"""Plain ``nn.Module`` building blocks of OmniFM (no Lightning, no federation)."""
+
+from omnifm.blocks.attention import EmbeddingCrossAttention
+from omnifm.blocks.prompt import PrefixSuffixPrompt
+from omnifm.blocks.stack import OmniFMStack, StackOutput
+from omnifm.blocks.tokenizer import SpectralTokenizer
+
+__all__ = [
+    "EmbeddingCrossAttention",
+    "OmniFMStack",
+    "PrefixSuffixPrompt",
+    "SpectralTokenizer",
+    "StackOutput",
+]

@@ -1,0 +1,148 @@
+"""A federated client: its data, its personal state, and one local fit with a fresh Trainer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningDataModule, Trainer, seed_everything
+from lightning.pytorch.loggers import Logger
+from torch import Tensor
+
+from omnifm.bank import BankSnapshot
+from omnifm.federated.messages import EvaluateRes, FitIns, FitRes
+from omnifm.federated.strategies import Strategy
+from omnifm.functional import kmeans
+from omnifm.tasks.base import OmniFMTask
+
+__all__ = ["Client", "ClientFailure", "TrainerFactory"]
+
+TrainerFactory = Callable[..., Trainer]
+
+
+class ClientFailure(RuntimeError):
+    """A client's round could not be used (it raised, or returned NaN/inf)."""
+
+
+def _cpu_state(model: OmniFMTask) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class Client:
+    """One hospital: a name, a modality tag, a datamodule and a small personal state.
+
+    The model instance is not owned here: every client of a process loads its state into the
+    same model, so memory per client is its personal tensors (on the CPU) and a step counter.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        modality: str,
+        datamodule: LightningDataModule,
+        initial_personal: dict[str, Tensor] | None = None,
+    ) -> None:
+        self.name = name
+        self.modality = modality
+        self.datamodule = datamodule
+        self.initial_personal = initial_personal or {}
+        self.personal: dict[str, Tensor] | None = None
+        self.steps = 0  # optimizer steps done so far, to continue TensorBoard curves
+
+    @property
+    def personal_state(self) -> dict[str, Tensor]:
+        return self.personal if self.personal is not None else self.initial_personal
+
+    def load(self, model: OmniFMTask, shared: dict[str, Tensor], bank: dict | None) -> None:
+        """Shared weights from the server plus this client's personal state, into ``model``."""
+        model.load_state_dict({**shared, **self.personal_state}, strict=True)
+        model.bank = BankSnapshot.from_state_dict(bank) if bank is not None else None
+
+    def fit(
+        self,
+        model: OmniFMTask,
+        ins: FitIns,
+        strategy: Strategy,
+        make_trainer: TrainerFactory,
+        logger: Logger | bool = False,
+    ) -> FitRes:
+        """Train locally from the round's shared weights; returns the shared part of the result."""
+        self.load(model, ins.weights, ins.bank)
+        model.extra_loss = strategy.client_loss(ins.weights)
+        model.hit_ids = []
+        seed_everything(ins.seed, workers=True, verbose=False)
+        reseed = getattr(self.datamodule, "reseed", None)
+        if callable(reseed):
+            reseed(ins.seed)
+        try:
+            trainer = make_trainer(logger=logger)
+            trainer.fit(model, datamodule=self.datamodule)
+        finally:
+            model.extra_loss = None
+        state = _cpu_state(model)
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ClientFailure(f"client {self.name!r} produced non-finite weights in {bad[:3]}")
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if not all(map(torch.isfinite, map(torch.tensor, metrics.values()))):
+            raise ClientFailure(f"client {self.name!r} produced non-finite metrics {metrics}")
+        personal = set(self.initial_personal)
+        self.personal = {k: state[k] for k in personal}
+        self.steps += trainer.global_step
+        hits = torch.cat(model.hit_ids).reshape(-1) if model.hit_ids else torch.empty(0).long()
+        model.hit_ids = []
+        ids, counts = hits.unique(return_counts=True)
+        return FitRes(
+            client=self.name,
+            modality=self.modality,
+            num_examples=self.num_examples("train"),
+            weights={k: v for k, v in state.items() if k not in personal},
+            metrics=metrics,
+            prototypes=self.prototypes(model, ins.prototypes, ins.seed),
+            hit_ids=ids,
+            hit_counts=counts,
+        )
+
+    def evaluate(
+        self,
+        model: OmniFMTask,
+        shared: dict[str, Tensor],
+        bank: dict | None,
+        make_trainer: TrainerFactory,
+        stage: Literal["validate", "test"] = "validate",
+    ) -> EvaluateRes:
+        """Metrics of the global shared weights plus this client's personal state."""
+        self.load(model, shared, bank)
+        trainer = make_trainer(logger=False)
+        results = getattr(trainer, stage)(model, datamodule=self.datamodule, verbose=False)
+        split = "val" if stage == "validate" else "test"
+        metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+        return EvaluateRes(self.name, self.num_examples(split), metrics)
+
+    @torch.no_grad()
+    def prototypes(self, model: OmniFMTask, k: int, seed: int, max_images: int = 1024) -> Tensor:
+        """k-means centroids of the spectral tokens of (up to ``max_images``) training images."""
+        if model.stack is None or model.stack.tokenizer is None or k == 0:
+            return torch.empty(0, 0)
+        was_training = model.training
+        model.eval()
+        tokens, seen = [], 0
+        for batch in self._loader("train"):
+            s = model.spectral_tokens(batch)
+            tokens.append(s.cpu())
+            seen += s.shape[0]
+            if seen >= max_images:
+                break
+        model.train(was_training)
+        return kmeans(torch.cat(tokens), k, seed=seed)
+
+    def num_examples(self, split: str) -> int:
+        return len(self._loader(split).dataset)
+
+    def _loader(self, split: str) -> Any:
+        dm = self.datamodule
+        dm.setup("fit" if split != "test" else "test")
+        return {"train": dm.train_dataloader, "val": dm.val_dataloader, "test": dm.test_dataloader}[
+            split
+        ]()

@@ -1,0 +1,49 @@
+"""The ``federation`` section of a recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from jsonargparse import lazy_instance
+from jsonargparse.typing import (
+    ClosedUnitInterval,
+    NonNegativeInt,
+    PositiveInt,
+    restricted_number_type,
+)
+
+from omnifm.federated.strategies import OmniFM, Strategy
+
+__all__ = ["BankConfig", "FederationConfig"]
+
+Fraction = restricted_number_type("Fraction", float, [(">", 0.0), ("<=", 1.0)])
+Cosine = restricted_number_type("Cosine", float, [(">=", -1.0), ("<=", 1.0)])
+
+
+@dataclass
+class BankConfig:
+    """The server's spectral knowledge bank (used when the model has an OmniFM stack)."""
+
+    capacity: PositiveInt = 512  # entries kept after pruning
+    min_share: ClosedUnitInterval = 0.1  # of capacity, kept by every present modality
+    merge_threshold: Cosine | None = 0.999  # cosine at which entries of a modality merge
+    prototypes_per_client: NonNegativeInt = 8  # k-means centroids each client uploads
+    warmup: bool = True  # every client uploads prototypes of the initial model before round 1
+
+
+@dataclass
+class FederationConfig:
+    """Rounds, participation, strategy, fault tolerance, bank, seed and output folder."""
+
+    rounds: PositiveInt = 5
+    participation: Fraction = 1.0  # fraction of clients sampled each round (seeded)
+    # lazy_instance lets the CLI print and override the default; strategies are stateless
+    strategy: Strategy = lazy_instance(OmniFM)  # noqa: RUF009
+    min_clients: PositiveInt = 1  # a round needs this many successful clients
+    seed: int = 0  # client sampling and each client's local fit
+    output: str = "runs"  # run folders are output/name/version_N
+    name: str = "omnifm"
+    eval_every: PositiveInt = 1  # validate every client every this many rounds (and the last)
+    bank: BankConfig = field(default_factory=BankConfig)
+    backend: Literal["inprocess"] = "inprocess"

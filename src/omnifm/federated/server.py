@@ -1,0 +1,92 @@
+"""The server: global shared state, the spectral bank, the strategy and the client sampler."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from torch import Tensor
+
+from omnifm.bank import SpectralBank
+from omnifm.federated.messages import FitIns, FitRes
+from omnifm.federated.sampling import ClientSampler
+from omnifm.federated.strategies import Strategy
+from omnifm.tasks.base import OmniFMTask
+
+__all__ = ["Server", "client_seed"]
+
+
+def client_seed(seed: int, round_: int, client: str) -> int:
+    """The seed of one client's local fit: a function of (seed, round, client) only."""
+    return zlib.crc32(f"{seed}/{round_}/{client}".encode())
+
+
+class Server:
+    """Holds what the federation shares; turns client results into the next global state."""
+
+    def __init__(
+        self,
+        model: OmniFMTask,
+        strategy: Strategy,
+        sampler: ClientSampler,
+        bank: SpectralBank | None = None,
+        seed: int = 0,
+        prototypes_per_client: int = 8,
+    ) -> None:
+        self.strategy = strategy
+        self.sampler = sampler
+        self.bank = bank
+        self.seed = seed
+        self.prototypes_per_client = prototypes_per_client
+        self.personal_keys = strategy.personal_keys(model)
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        self.initial_personal = {k: state[k] for k in self.personal_keys}
+        self.shared = {k: v for k, v in state.items() if k not in self.personal_keys}
+
+    def fit_ins(self, round_: int, client: str) -> FitIns:
+        bank = self.bank.snapshot().state_dict() if self.bank is not None else None
+        return FitIns(
+            round=round_,
+            weights=self.shared,
+            seed=client_seed(self.seed, round_, client),
+            bank=bank,
+            prototypes=self.prototypes_per_client if self.bank is not None else 0,
+        )
+
+    def aggregate(self, round_: int, results: list[FitRes]) -> None:
+        """New shared weights from the round's successful results; then refresh the bank."""
+        if not results:
+            raise ValueError(f"round {round_}: no results to aggregate")
+        self.shared = self.strategy.aggregate(
+            [r.weights for r in results], [r.num_examples for r in results], self.shared
+        )
+        if self.bank is None:
+            return
+        for r in results:  # hits refer to the round's snapshot: count them before updating
+            if r.hit_ids is not None and r.hit_ids.numel():
+                self.bank.record_hits(r.hit_ids.repeat_interleave(r.hit_counts))
+        for r in results:
+            self.upload(r.client, r.modality, r.prototypes, round_)
+
+    def upload(self, client: str, modality: str, prototypes: Tensor | None, round_: int) -> None:
+        """Replace ``client``'s entries in the bank (warm-up and every fit)."""
+        if self.bank is not None and prototypes is not None and prototypes.numel():
+            self.bank.update(client, modality, prototypes, round_)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "shared": self.shared,
+            "bank": self.bank.state_dict() if self.bank is not None else None,
+            "sampler": self.sampler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = set(self.shared) ^ set(state["shared"])
+        if missing:
+            raise ValueError(
+                f"checkpoint does not fit this model/strategy: keys differ {sorted(missing)[:5]}"
+            )
+        self.shared = state["shared"]
+        if self.bank is not None and state["bank"] is not None:
+            self.bank.load_state_dict(state["bank"])
+        self.sampler.load_state_dict(state["sampler"])

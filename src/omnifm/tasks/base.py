@@ -1,0 +1,186 @@
+"""``OmniFMTask``: the LightningModule every OmniFM task builds on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from omnifm.bank import BankSnapshot, Retriever
+from omnifm.blocks import OmniFMStack, StackOutput
+
+__all__ = ["OmniFMTask", "StackFactory"]
+
+StackFactory = Callable[[int], OmniFMStack]
+Batch = dict[str, Any]
+
+
+class OmniFMTask(LightningModule):
+    """Encoder -> OmniFM stack (GSKR, ECA, PSP, SPAlign) -> head, with torchmetrics per stage.
+
+    A task subclass builds ``self.encoder`` and ``self.head`` in its ``__init__`` after calling
+    ``super().__init__(...)``, calls ``self.set_metrics(...)``, and implements the hooks:
+
+    - ``encode(batch) -> tokens (B, L, embed_dim)``: default ``self.encoder(batch["image"])``;
+    - ``decode(out, batch) -> predictions``: default ``self.head(out.suffix)``;
+    - ``task_loss(preds, batch) -> scalar``: required;
+    - ``update_metrics(metrics, preds, batch)``: default ``metrics.update(preds, batch["label"])``.
+
+    Retrieval, ECA, PSP, SPAlign (weighted by ``spalign_weight``), logging, the federated
+    client's extra loss term, hit counting and personal-parameter naming live here once.
+
+    Args:
+        embed_dim: token size shared by encoder, stack and head.
+        stack: builds the OmniFM stack from ``embed_dim`` (in YAML: ``class_path:
+            omnifm.blocks.OmniFMStack`` with its ``init_args``); ``None`` for a plain backbone
+            and head, as the classic federated baselines use.
+        spalign_weight: lambda of the SPAlign term added to the training loss.
+        optimizer: optimizer factory, LightningCLI style (``class_path`` + ``init_args``).
+        recalibrate_bn: after each fit, re-estimate batch-norm running statistics with the
+            final weights on the training data (one forward pass, no gradients). A few local
+            steps at a high learning rate otherwise leave them stale, and evaluation collapses.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        stack: StackFactory | None = OmniFMStack,
+        spalign_weight: float = 0.1,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        recalibrate_bn: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["stack", "optimizer"])
+        self.embed_dim = embed_dim
+        self.stack = stack(embed_dim) if stack is not None else None
+        self.spalign_weight = spalign_weight
+        self.optimizer = optimizer
+        self.recalibrate_bn = recalibrate_bn
+        self.bank: Retriever | None = None
+        self.extra_loss: Callable[[OmniFMTask], Tensor] | None = None
+        self.hit_ids: list[Tensor] = []
+
+    # hooks --------------------------------------------------------------------------------
+    def encode(self, batch: Batch) -> Tensor:
+        return self.encoder(batch["image"])
+
+    def decode(self, out: StackOutput, batch: Batch) -> Tensor:
+        return self.head(out.suffix)
+
+    def task_loss(self, preds: Tensor, batch: Batch) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement task_loss")
+
+    def update_metrics(self, metrics: MetricCollection, preds: Tensor, batch: Batch) -> None:
+        metrics.update(preds, batch["label"])
+
+    def spectral_input(self, batch: Batch) -> Tensor:
+        """The image the spectral token is computed from."""
+        return batch["image"]
+
+    # shared machinery ---------------------------------------------------------------------
+    def set_metrics(self, metrics: MetricCollection) -> None:
+        """Clone ``metrics`` for the train, val and test stages."""
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def personal_parameter_names(self) -> set[str]:
+        """Names of parameters the OmniFM stack keeps on each client (the PSP suffix)."""
+        if self.stack is None:
+            return set()
+        return {f"stack.{n}" for n in self.stack.personal_parameter_names()}
+
+    def head_parameter_names(self) -> set[str]:
+        return {f"head.{n}" for n, _ in self.head.named_parameters()}
+
+    def forward(self, batch: Batch) -> tuple[Tensor, StackOutput]:
+        tokens = self.encode(batch)
+        if self.stack is not None:
+            out = self.stack(self.spectral_input(batch), tokens, self.bank)
+        else:
+            empty = tokens.new_zeros(tokens.shape[0], 0).long()
+            out = StackOutput(tokens, tokens.mean(dim=1), tokens.sum() * 0.0, None, empty)
+        return self.decode(out, batch), out
+
+    def _step(self, batch: Batch, stage: str) -> Tensor:
+        preds, out = self(batch)
+        task = self.task_loss(preds, batch)
+        loss = task + self.spalign_weight * out.align
+        batch_size = preds.shape[0]
+        log = {f"{stage}/task_loss": task, f"{stage}/spalign": out.align}
+        if stage == "train":
+            if self.extra_loss is not None:
+                extra = self.extra_loss(self)
+                loss = loss + extra
+                log["train/client_term"] = extra
+            self.hit_ids.append(out.hit_ids.detach().cpu())
+        log[f"{stage}/loss"] = loss
+        self.log_dict(log, on_step=False, on_epoch=True, batch_size=batch_size)
+        metrics = getattr(self, f"{stage}_metrics")
+        self.update_metrics(metrics, preds.detach(), batch)
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self(batch)[0]
+
+    def _move_bank(self) -> None:
+        if isinstance(self.bank, BankSnapshot):
+            self.bank = self.bank.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self._move_bank()
+
+    def on_train_end(self) -> None:
+        if self.recalibrate_bn and self.trainer.datamodule is not None:
+            self.recalibrate_batch_norm(self.trainer.datamodule.train_dataloader())
+
+    @torch.no_grad()
+    def recalibrate_batch_norm(self, loader: Iterable[Batch]) -> None:
+        """Reset batch-norm running statistics and re-estimate them (cumulative mean) on
+        ``loader``; what ``torch.optim.swa_utils.update_bn`` does, for dict batches."""
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        was_training = self.training
+        self.train()
+        for batch in loader:
+            self(move_data_to_device(batch, self.device))
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        self.train(was_training)
+
+    def on_validation_start(self) -> None:
+        self._move_bank()
+
+    def on_test_start(self) -> None:
+        self._move_bank()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer(self.parameters())
+
+    @torch.no_grad()
+    def spectral_tokens(self, batch: Batch) -> Tensor | None:
+        """Spectral tokens ``s`` of a batch (``None`` without a tokenizer)."""
+        if self.stack is None or self.stack.tokenizer is None:
+            return None
+        return self.stack.tokenizer(self.spectral_input(batch).to(self.device))

@@ -1,0 +1,87 @@
+"""Image classification (multi-class, binary, multi-label) on any timm backbone."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassF1Score,
+    MultilabelAccuracy,
+    MultilabelAUROC,
+    MultilabelF1Score,
+)
+
+from omnifm.blocks import OmniFMStack
+from omnifm.encoders import TimmTokenEncoder
+from omnifm.tasks.base import Batch, OmniFMTask, StackFactory
+
+__all__ = ["ClassificationTask"]
+
+
+class ClassificationTask(OmniFMTask):
+    """Classify images; the OmniFM stack's suffix token feeds a linear head.
+
+    Binary tasks use two logits and cross-entropy, as MedMNIST's reference training does;
+    multi-label tasks use one logit per label and binary cross-entropy. Metrics: accuracy
+    (micro), macro-F1 and macro AUROC.
+
+    Args:
+        num_classes: classes (labels, for multi-label); linked from the data in the CLI.
+        in_channels: image channels; linked from the data in the CLI.
+        task_type: ``multi-class``, ``binary`` or ``multi-label``; linked from the data.
+        backbone: timm model name.
+        pretrained: timm pretrained weights (needs network or a filled cache).
+        weights: local backbone weights file (see ``TimmTokenEncoder``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        in_channels: int = 3,
+        task_type: Literal["multi-class", "binary", "multi-label"] = "multi-class",
+        backbone: str = "resnet18",
+        pretrained: bool = False,
+        weights: str | None = None,
+        embed_dim: int = 256,
+        stack: StackFactory | None = OmniFMStack,
+        spalign_weight: float = 0.1,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        recalibrate_bn: bool = True,
+    ) -> None:
+        super().__init__(embed_dim, stack, spalign_weight, optimizer, recalibrate_bn)
+        if task_type == "binary" and num_classes != 2:
+            raise ValueError(f"task_type 'binary' needs num_classes=2, got {num_classes}")
+        self.task_type = task_type
+        self.encoder = TimmTokenEncoder(backbone, in_channels, embed_dim, pretrained, weights)
+        self.head = nn.Linear(embed_dim, num_classes)
+        if task_type == "multi-label":
+            metrics = {
+                "acc": MultilabelAccuracy(num_classes),
+                "f1": MultilabelF1Score(num_classes, average="macro"),
+                "auroc": MultilabelAUROC(num_classes),
+            }
+        else:
+            metrics = {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+                "auroc": MulticlassAUROC(num_classes),
+            }
+        self.set_metrics(MetricCollection(metrics))
+
+    def task_loss(self, preds: Tensor, batch: Batch) -> Tensor:
+        if self.task_type == "multi-label":
+            return F.binary_cross_entropy_with_logits(preds, batch["label"].float())
+        return F.cross_entropy(preds, batch["label"].long().view(-1))
+
+    def update_metrics(self, metrics: MetricCollection, preds: Tensor, batch: Batch) -> None:
+        if self.task_type == "multi-label":
+            metrics.update(preds.sigmoid(), batch["label"].long())
+        else:
+            metrics.update(preds.softmax(dim=-1), batch["label"].long().view(-1))

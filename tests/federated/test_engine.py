@@ -1,0 +1,147 @@
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from omnifm.datamodules import ClientSource, FederatedDataModule, PhantomDataModule
+from omnifm.federated import FedAvg, FederationError, FedPer, OmniFM
+from omnifm.federated.checkpoint import load_checkpoint
+
+from .helpers import tiny_data, tiny_federation
+
+
+class Crashing(Dataset):
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, index: int) -> dict:
+        if index >= 4:  # the first images load, then the export breaks mid-epoch
+            raise OSError("PACS export of this hospital is offline")
+        return {"image": torch.rand(1, 16, 16), "label": torch.tensor(0)}
+
+
+class NaNImages(Dataset):
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.base[index])
+        item["image"] = torch.full_like(item["image"], float("nan"))
+        return item
+
+
+class FaultyPhantom(PhantomDataModule):
+    """Phantoms whose training split crashes or is all NaN; validation and test are fine."""
+
+    def __init__(self, fault: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fault = fault
+
+    def _build(self, split):
+        data = super()._build(split)
+        if split != "train":
+            return data
+        return Crashing() if self.fault == "crash" else NaNImages(data)
+
+
+def faulty_data() -> FederatedDataModule:
+    data = tiny_data(("ct", "mri"))
+    kwargs = {"num_train": 16, "num_val": 8, "num_test": 8, "size": 16}
+    data.sources += [
+        ClientSource("crash", FaultyPhantom("crash", modality="xray", **kwargs)),
+        ClientSource("nan", FaultyPhantom("nan", modality="pathology", **kwargs)),
+    ]
+    return FederatedDataModule(data.sources, in_channels=1, batch_size=8)
+
+
+def test_personal_parameters_never_leave_a_client(tmp_path: Path) -> None:
+    # Prepare
+    run = tiny_federation(tmp_path, FedPer(), rounds=2)
+    sent = []
+    aggregate = run.server.aggregate
+    run.server.aggregate = lambda r, results: (sent.extend(results), aggregate(r, results))[1]
+    # Execute
+    run.fit()
+    # Assert
+    personal = {"head.weight", "head.bias"}
+    assert len(sent) == 6 and all(personal.isdisjoint(r.weights) for r in sent)
+    assert personal.isdisjoint(run.server.shared)
+    heads = [c.personal["head.weight"] for c in run.clients.values()]
+    assert not torch.equal(heads[0], heads[1])  # each client trained its own head
+    assert all(h.device.type == "cpu" for h in heads)
+
+
+def test_omnifm_run_fills_bank_logs_and_checkpoints(tmp_path: Path) -> None:
+    run = tiny_federation(tmp_path, OmniFM(), rounds=2)
+    rows = run.fit()
+    assert [r["client"] for r in rows] == ["ct", "mri", "ultrasound", "mean"]
+    assert 0.0 <= rows[-1]["test/acc"] <= 1.0
+    bank = run.server.bank
+    assert bank is not None and set(bank.modalities) == {"ct", "mri", "ultrasound"}
+    assert int(bank.hits.sum()) > 0  # clients retrieved from the bank while training
+    run_dir = tmp_path / "test" / "version_0"
+    assert (run_dir / "results.csv").read_text().startswith("client,modality")
+    assert list((run_dir / "clients" / "ct").glob("events.out.tfevents.*"))
+    assert list((run_dir / "server").glob("events.out.tfevents.*"))
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")  # weights_only=True
+    assert state["round"] == 2 and "stack.psp.suffix" in state["personal"]["ct"]
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    # Prepare: an uninterrupted 3-round run, and one stopped after round 2
+    full = tiny_federation(tmp_path / "a", OmniFM(), rounds=3, participation=0.67)
+    full.fit()
+    first = tiny_federation(tmp_path / "b", OmniFM(), rounds=2, participation=0.67)
+    first.fit()
+    # Execute: a fresh process-like object resumes the second run for its last round
+    resumed = tiny_federation(tmp_path / "b", OmniFM(), rounds=3, participation=0.67)
+    resumed.fit(ckpt_path="last")
+    # Assert
+    assert resumed.round == 3
+    for key, value in full.server.shared.items():
+        assert torch.equal(value, resumed.server.shared[key]), key
+    for name, client in full.clients.items():
+        other = resumed.clients[name].personal
+        assert (client.personal is None) == (other is None)
+        for key, value in (client.personal or {}).items():
+            assert torch.equal(value, other[key]), (name, key)
+    assert torch.equal(full.server.bank.vectors, resumed.server.bank.vectors)
+    assert full.server.sampler.history == resumed.server.sampler.history
+
+
+def test_crashing_and_nan_clients_are_left_out(tmp_path: Path, caplog) -> None:
+    run = tiny_federation(tmp_path, OmniFM(), rounds=2, data=faulty_data(), min_clients=2)
+    sent = []
+    aggregate = run.server.aggregate
+    run.server.aggregate = lambda r, results: (sent.extend(results), aggregate(r, results))[1]
+    rows = run.fit()
+    assert sorted({r.client for r in sent}) == ["ct", "mri"]
+    assert all(torch.isfinite(v).all() for v in run.server.shared.values() if v.is_floating_point())
+    assert run.clients["nan"].personal is None and run.clients["crash"].personal is None
+    assert "PACS export" in caplog.text and "non-finite" in caplog.text
+    assert rows[-1]["client"] == "mean"
+
+
+def test_too_few_clients_stops_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
+    ok = tiny_federation(tmp_path, FedAvg(), rounds=1, data=faulty_data())
+    ok.fit()
+    before = (tmp_path / "test" / "version_0" / "checkpoints" / "last.pt").read_bytes()
+    strict = tiny_federation(tmp_path, FedAvg(), rounds=2, data=faulty_data(), min_clients=3)
+    with pytest.raises(FederationError, match="2 of 4 clients succeeded.*min_clients=3"):
+        strict.fit(ckpt_path="last")
+    after = (tmp_path / "test" / "version_0" / "checkpoints" / "last.pt").read_bytes()
+    assert before == after
+
+
+def test_checkpoint_errors_are_clear(tmp_path: Path) -> None:
+    run = tiny_federation(tmp_path, FedAvg(), rounds=1)
+    with pytest.raises(FileNotFoundError, match="omnifm fit"):
+        run.fit(ckpt_path="last")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt"):
+        run.fit(ckpt_path=str(bad))
