@@ -145,3 +145,14 @@ def test_checkpoint_errors_are_clear(tmp_path: Path) -> None:
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt"):
         run.fit(ckpt_path=str(bad))
+
+
+@pytest.mark.gpu
+def test_two_rounds_on_cuda(tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    run = tiny_federation(tmp_path, OmniFM(), rounds=2)
+    run.trainer_kwargs["accelerator"] = "cuda"
+    rows = run.fit()
+    assert rows[-1]["client"] == "mean" and 0.0 <= rows[-1]["test/acc"] <= 1.0
+    assert all(v.device.type == "cpu" for v in run.server.shared.values())

@@ -76,7 +76,8 @@ class Client:
         if callable(reseed):
             reseed(ins.seed)
         try:
-            trainer = make_trainer(logger=logger)
+            # the federation validates every client after aggregation, not inside local fits
+            trainer = make_trainer(logger=logger, limit_val_batches=0, num_sanity_val_steps=0)
             trainer.fit(model, datamodule=self.datamodule)
         finally:
             model.extra_loss = None

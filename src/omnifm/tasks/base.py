@@ -42,9 +42,11 @@ class OmniFMTask(LightningModule):
             and head, as the classic federated baselines use.
         spalign_weight: lambda of the SPAlign term added to the training loss.
         optimizer: optimizer factory, LightningCLI style (``class_path`` + ``init_args``).
-        recalibrate_bn: after each fit, re-estimate batch-norm running statistics with the
-            final weights on the training data (one forward pass, no gradients). A few local
-            steps at a high learning rate otherwise leave them stale, and evaluation collapses.
+        recalibrate_bn: after each fit, and before a standalone validate or test, re-estimate
+            batch-norm running statistics of the current weights on the datamodule's training
+            data (one forward pass, no gradients). A few local steps at a high learning rate,
+            or weights averaged across modalities, otherwise leave them stale or foreign to the
+            client, and evaluation in eval mode collapses to one class.
     """
 
     def __init__(
@@ -146,9 +148,12 @@ class OmniFMTask(LightningModule):
     def on_fit_start(self) -> None:
         self._move_bank()
 
-    def on_train_end(self) -> None:
+    def _recalibrate_on_train_data(self) -> None:
         if self.recalibrate_bn and self.trainer.datamodule is not None:
             self.recalibrate_batch_norm(self.trainer.datamodule.train_dataloader())
+
+    def on_train_end(self) -> None:
+        self._recalibrate_on_train_data()
 
     @torch.no_grad()
     def recalibrate_batch_norm(self, loader: Iterable[Batch]) -> None:
@@ -171,9 +176,12 @@ class OmniFMTask(LightningModule):
 
     def on_validation_start(self) -> None:
         self._move_bank()
+        if self.trainer.state.fn == "validate":  # standalone, not the val loop of a fit
+            self._recalibrate_on_train_data()
 
     def on_test_start(self) -> None:
         self._move_bank()
+        self._recalibrate_on_train_data()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer(self.parameters())

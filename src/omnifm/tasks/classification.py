@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -18,9 +16,8 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
-from omnifm.blocks import OmniFMStack
 from omnifm.encoders import TimmTokenEncoder
-from omnifm.tasks.base import Batch, OmniFMTask, StackFactory
+from omnifm.tasks.base import Batch, OmniFMTask
 
 __all__ = ["ClassificationTask"]
 
@@ -39,6 +36,8 @@ class ClassificationTask(OmniFMTask):
         backbone: timm model name.
         pretrained: timm pretrained weights (needs network or a filled cache).
         weights: local backbone weights file (see ``TimmTokenEncoder``).
+        **kwargs: ``OmniFMTask``'s arguments (``embed_dim``, ``stack``, ``spalign_weight``,
+            ``optimizer``, ``recalibrate_bn``); the CLI lists them with this class.
     """
 
     def __init__(
@@ -49,18 +48,14 @@ class ClassificationTask(OmniFMTask):
         backbone: str = "resnet18",
         pretrained: bool = False,
         weights: str | None = None,
-        embed_dim: int = 256,
-        stack: StackFactory | None = OmniFMStack,
-        spalign_weight: float = 0.1,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        recalibrate_bn: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(embed_dim, stack, spalign_weight, optimizer, recalibrate_bn)
+        super().__init__(**kwargs)
         if task_type == "binary" and num_classes != 2:
             raise ValueError(f"task_type 'binary' needs num_classes=2, got {num_classes}")
         self.task_type = task_type
-        self.encoder = TimmTokenEncoder(backbone, in_channels, embed_dim, pretrained, weights)
-        self.head = nn.Linear(embed_dim, num_classes)
+        self.encoder = TimmTokenEncoder(backbone, in_channels, self.embed_dim, pretrained, weights)
+        self.head = nn.Linear(self.embed_dim, num_classes)
         if task_type == "multi-label":
             metrics = {
                 "acc": MultilabelAccuracy(num_classes),

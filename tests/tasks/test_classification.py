@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from omnifm.bank import SpectralBank
+from omnifm.tasks import ClassificationTask
+
+
+def batch(n: int = 8, classes: int = 3, channels: int = 1) -> dict:
+    return {"image": torch.rand(n, channels, 16, 16), "label": torch.randint(0, classes, (n,))}
+
+
+@pytest.mark.parametrize("task_type", ["multi-class", "binary", "multi-label"])
+def test_losses_and_metrics_for_each_task_type(task_type: str) -> None:
+    classes = 2 if task_type == "binary" else 3
+    model = ClassificationTask(classes, 1, task_type, backbone="test_resnet", embed_dim=16)
+    b = batch(classes=classes)
+    if task_type == "multi-label":
+        b["label"] = torch.randint(0, 2, (8, classes))
+    preds, _ = model(b)
+    assert preds.shape == (8, classes)
+    loss = model.task_loss(preds, b)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    model.update_metrics(model.val_metrics, preds, b)
+    values = model.val_metrics.compute()
+    assert set(values) == {"val/acc", "val/f1", "val/auroc"}
+
+
+def test_binary_needs_two_classes() -> None:
+    with pytest.raises(ValueError, match="num_classes=2"):
+        ClassificationTask(3, 1, "binary", backbone="test_resnet")
+
+
+def test_plain_baseline_has_no_stack_and_a_bank_is_used_when_attached() -> None:
+    plain = ClassificationTask(3, 1, backbone="test_resnet", embed_dim=16, stack=None)
+    assert plain.stack is None and plain.personal_parameter_names() == set()
+    full = ClassificationTask(3, 1, backbone="test_resnet", embed_dim=16)
+    full.bank = SpectralBank(128)
+    full.bank.update("a", "ct", torch.randn(4, 128), round=0)
+    _, out = full(batch())
+    assert out.hit_ids.shape == (8, 4)
+
+
+def test_batch_norm_recalibration_gives_the_data_statistics() -> None:
+    # Prepare: stale running statistics
+    model = ClassificationTask(3, 1, backbone="test_resnet", embed_dim=16, stack=None)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean.fill_(5.0)
+    batches = [batch() for _ in range(3)]
+    # Execute
+    model.eval()
+    model.recalibrate_batch_norm(batches)
+    # Assert: the cumulative mean over the batches of the layer's input batch means
+    inputs = []
+    hook = bn.register_forward_hook(lambda m, args, out: inputs.append(args[0].mean((0, 2, 3))))
+    model.train()
+    with torch.no_grad():
+        for b in batches:
+            model(b)
+    hook.remove()
+    torch.testing.assert_close(bn.running_mean, torch.stack(inputs).mean(0), atol=1e-3, rtol=0)
+    assert bn.momentum == 0.1
