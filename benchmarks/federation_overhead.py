@@ -13,7 +13,8 @@ same phantom data, the same device and the same total number of optimizer steps
   the bank warm-up before round 1 and the checkpoint ``fit()`` writes after each round.
   Evaluation between rounds is off (``eval_every`` beyond the run, and Lightning's own
   validation inside each local fit turned off with ``num_sanity_val_steps=0,
-  limit_val_batches=0``); one extra row shows the federated run with Lightning's defaults.
+  limit_val_batches=0``). A what-if row (model with the stack) times the federated run
+  without the BN recalibration pass after each local fit.
 * Lightning: one ``Trainer(max_steps=rounds*clients*steps)`` fit on the union of the clients'
   training data (``FederatedDataModule``'s own loaders), same Trainer settings as the
   federation's local Trainers, TensorBoard logger; BN recalibration runs once at its end.
@@ -109,6 +110,30 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def git_state() -> str:
+    """The checkout's commit, and which files under src/ differ from it (the library timed)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    changed = [line[3:] for line in status.splitlines() if line.strip()]
+    if not changed:
+        return f"{commit}, src/ as committed"
+    return f"{commit} with uncommitted changes in {', '.join(changed)}"
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -202,13 +227,7 @@ def trainer_settings(run_dir: Path, device: torch.device) -> dict[str, Any]:
     }
 
 
-def federation(
-    args: argparse.Namespace,
-    stack: bool,
-    out: Path,
-    name: str,
-    local_val: bool = False,
-) -> Federation:
+def federation(args: argparse.Namespace, stack: bool, out: Path, name: str) -> Federation:
     data = make_data(args.clients, args.steps * args.batch, args.size, args.batch)
     config = FederationConfig(
         rounds=args.rounds,
@@ -217,19 +236,24 @@ def federation(
         output=str(out),
         name=name,
     )
-    trainer = {"max_steps": args.steps, **trainer_device(args.device)}
-    if not local_val:
-        trainer.update(NO_LOCAL_VAL)
+    # Client.fit turns Lightning's validation off itself (since 3dadd32); older versions need it
+    trainer = {"max_steps": args.steps, **trainer_device(args.device), **NO_LOCAL_VAL}
     return Federation(make_model(args, stack), data, config, trainer)
 
 
 # part 1: time -----------------------------------------------------------------------------
 def time_federated(
-    args: argparse.Namespace, stack: bool, out: Path, local_val: bool = False
+    args: argparse.Namespace, stack: bool, out: Path, post_fit_bn: bool = True
 ) -> dict[str, Any]:
-    """Seconds of the training rounds (``_fit_round``), warm-up and checkpoints apart."""
-    name = f"fed-{'stack' if stack else 'plain'}{'-val' if local_val else ''}"
-    run = federation(args, stack, out, name, local_val)
+    """Seconds of the training rounds (``_fit_round``), warm-up and checkpoints apart.
+
+    ``post_fit_bn=False`` is a what-if: the model's ``on_train_end`` hook (the BN
+    recalibration pass after each local fit) is replaced by a no-op on this instance only.
+    """
+    name = f"fed-{'stack' if stack else 'plain'}{'' if post_fit_bn else '-no-post-fit-bn'}"
+    run = federation(args, stack, out, name)
+    if not post_fit_bn:
+        run.model.on_train_end = lambda: None  # type: ignore[method-assign]
     with quiet():
         run._new_run()
         warmup = 0.0
@@ -332,40 +356,37 @@ def warm_process(args: argparse.Namespace, out: Path) -> None:
         time_federated(tiny, stack, out)
 
 
-LOCAL_VAL = "federated, Lightning validation on"
+WHAT_IF = "federated, no BN pass after local fits"
 
 
 def run_timings(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
-    """Raw, Lightning and federated for each model variant, ``repeats`` times in rotating
-    order; then, once, the federated run with Lightning's validation in its local fits."""
+    """Raw, Lightning and federated (and the what-if, with the stack) for each model variant,
+    ``repeats`` times in rotating order."""
     warm_process(args, out / "warm")
     bank = warm_bank(args, out / "bank") if True in args.stack_variants else None
-    names = ["raw", "lightning", "federated"]
-    results = {s: {w: [] for w in names} for s in args.stack_variants}
-
-    def record(stack: bool, way: str, res: dict[str, Any]) -> None:
-        res["load"] = os.getloadavg()[0]
-        results[stack].setdefault(way, []).append(res)
-        print(
-            f"  stack={'on' if stack else 'off'} {way:<36} {res['seconds']:7.2f} s "
-            f"({res['steps']} steps, load {res['load']:.2f})",
-            flush=True,
-        )
-
+    ways: dict[str, Callable[[bool, Path], dict[str, Any]]] = {
+        "raw": lambda stack, _o: time_raw(args, stack, bank),
+        "lightning": lambda stack, o: time_lightning(args, stack, o, bank),
+        "federated": lambda stack, o: time_federated(args, stack, o),
+        WHAT_IF: lambda stack, o: time_federated(args, stack, o, post_fit_bn=False),
+    }
+    results: dict[bool, dict[str, list[dict[str, Any]]]] = {}
     for rep in range(args.repeats):
         for stack in args.stack_variants:
-            for way in names[rep % 3 :] + names[: rep % 3]:
-                o = out / f"rep{rep}"
-                if way == "raw":
-                    res = time_raw(args, stack, bank)
-                elif way == "lightning":
-                    res = time_lightning(args, stack, o, bank)
-                else:
-                    res = time_federated(args, stack, o)
-                record(stack, way, res)
-    if args.local_val_row and True in args.stack_variants:
-        record(True, LOCAL_VAL, time_federated(args, True, out / "val", local_val=True))
-    return [{"stack": s, "results": results[s]} for s in args.stack_variants]
+            names = list(ways) if stack and args.what_if and args.recalibrate_bn else list(ways)[:3]
+            for way in names[rep % len(names) :] + names[: rep % len(names)]:
+                res = ways[way](stack, out / f"rep{rep}")
+                res["load"] = os.getloadavg()[0]
+                results.setdefault(stack, {}).setdefault(way, []).append(res)
+                print(
+                    f"  stack={'on' if stack else 'off'} {way:<38} {res['seconds']:7.2f} s "
+                    f"({res['steps']} steps, load {res['load']:.2f})",
+                    flush=True,
+                )
+    return [
+        {"stack": s, "results": {w: results[s][w] for w in ways if w in results[s]}}
+        for s in args.stack_variants
+    ]
 
 
 def median(results: list[dict[str, Any]], key: str = "seconds") -> float:
@@ -571,7 +592,7 @@ def memory_worker(args: argparse.Namespace) -> dict[str, Any]:
         output=args.memory_out,
         name=f"memory-{n}",
     )
-    trainer = {"max_steps": 1, **trainer_device(device), **NO_LOCAL_VAL}
+    trainer = {"max_steps": 1, **trainer_device(device), **NO_LOCAL_VAL}  # as federation()
     with quiet():
         run = Federation(model, data, config, trainer)
         setup = time.perf_counter() - start
@@ -658,22 +679,26 @@ def time_tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[st
         f"phantoms, batch {args.batch}, embed_dim {args.embed_dim}; device {args.device_name}; "
         f"torch threads {args.threads}; BN recalibration after each fit "
         f"(`recalibrate_bn`): {'on' if args.recalibrate_bn else 'off'}; median of "
-        f"{args.repeats} run(s) each.",
+        f"{args.repeats} run(s) each ('fastest runs': the same ratio of the fastest runs, "
+        "less sensitive to the other jobs on the machine).",
         "",
         "| model | raw PyTorch (s) | plain Lightning (s) | federated (s) | federated/Lightning "
-        "| federated/raw | Lightning/raw | goal fed/Lightning <= 1.10 | steps raw/Lightning/fed "
-        "|",
-        "|---|---:|---:|---:|---:|---:|---:|:---:|---|",
+        "| federated/raw | Lightning/raw | goal fed/Lightning <= 1.10 "
+        "| fed/Lightning, fastest runs | steps raw/Lightning/fed |",
+        "|---|---:|---:|---:|---:|---:|---:|:---:|---:|---|",
     ]
     for row in rows:
         res = row["results"]
         raw, pl, fed = (median(res[w]) for w in ("raw", "lightning", "federated"))
         steps = "/".join(str(res[w][0]["steps"]) for w in ("raw", "lightning", "federated"))
         met = "met" if fed / pl <= GOAL_TIME else "**not met**"
+        fastest = min(r["seconds"] for r in res["federated"]) / min(
+            r["seconds"] for r in res["lightning"]
+        )
         name = "with OmniFM stack" if row["stack"] else "`stack=None` (plain)"
         lines.append(
             f"| {name} | {raw:.2f} | {pl:.2f} | {fed:.2f} | {fed / pl:.3f} | {fed / raw:.3f} "
-            f"| {pl / raw:.3f} | {met} | {steps} |"
+            f"| {pl / raw:.3f} | {met} | {fastest:.3f} | {steps} |"
         )
     lines += [
         "",
@@ -695,15 +720,17 @@ def time_tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[st
         )
         per_round = " / ".join(f"{s:.2f}" for s in fed[0]["rounds"])
         lines.append(f"| {name} | federated rounds, first run | {per_round} | seconds per round |")
-        val = row["results"].get(LOCAL_VAL)
-        if val:
-            sec = median(val)
-            pl = median(row["results"]["lightning"])
+        what_if = row["results"].get(WHAT_IF)
+        if what_if:
+            sec, pl = median(what_if), median(row["results"]["lightning"])
+            fastest = min(r["seconds"] for r in what_if) / min(
+                r["seconds"] for r in row["results"]["lightning"]
+            )
             lines.append(
-                f"| {name} | federated with Lightning's default validation in each local fit "
-                f"| {sec:.2f} | one run; {sec / median(fed):.3f}x the federated column, "
-                f"{sec / pl:.3f}x plain Lightning; sanity check (2 batches) and end-of-epoch "
-                "validation of the client's val split in every local fit |"
+                f"| {name} | what-if: federated without the BN recalibration pass after each "
+                f"local fit | {sec:.2f} | {sec / pl:.3f}x plain Lightning (fastest runs "
+                f"{fastest:.3f}); `on_train_end` made a no-op on the federated model only; "
+                "validation and test recalibrate on their own |"
             )
     if args.repeats > 1:
         lines += ["", "All runs (seconds, load average 1 min after each):", ""]
@@ -831,7 +858,9 @@ def markdown(args: argparse.Namespace, parts: dict[str, Any], wall: float) -> st
         "apart: the bank warm-up before round 1 and the per-round checkpoint that `fit()` "
         "writes. Not run: validation between rounds (`eval_every` beyond the run), Lightning's "
         f"validation inside local fits ({', '.join(f'{k}={v}' for k, v in NO_LOCAL_VAL.items())}"
-        "; the extra row shows it on), the final test.",
+        "; `Client.fit` also sets them itself since 3dadd32), the final test. What-if row: "
+        "the same federated run with the model's `on_train_end` hook (the BN recalibration "
+        "pass after each local fit) replaced by a no-op on that model instance.",
         "- plain Lightning: construction of one Trainer with the federation's local Trainer "
         "settings plus a TensorBoard logger, and its `fit` (BN recalibration once at the end).",
         "- raw PyTorch: moving the model, building AdamW, and the loop; no metrics, logging, "
@@ -843,6 +872,8 @@ def markdown(args: argparse.Namespace, parts: dict[str, Any], wall: float) -> st
         "## Run",
         "",
         f"- command: `{args.command}`",
+        f"- library: git {args.git_start}"
+        + ("" if git_state() == args.git_start else f" at the start, {git_state()} at the end"),
         f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- total wall time: {wall:.1f} s",
         "",
@@ -880,10 +911,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="time the model with the OmniFM stack, without it (stack=None), or both",
     )
     p.add_argument(
-        "--no-local-val-row",
-        dest="local_val_row",
+        "--no-what-if",
+        dest="what_if",
         action="store_false",
-        help="skip the federated run with Lightning's default validation in local fits",
+        help="skip the federated run without the BN pass after local fits (with the stack)",
     )
     p.add_argument(
         "--no-recalibrate-bn",
@@ -930,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
     args.device = pick_device()
     args.device_name = device_name(args.device)
     args.load_start = load_average()
+    args.git_start = git_state()
+    print(f"library: git {args.git_start}")
     print(f"device {args.device_name}, threads {args.threads}, load {args.load_start}")
     start = time.perf_counter()
     parts: dict[str, Any] = {}

@@ -33,8 +33,11 @@ def test_federation_overhead_benchmark_smallest_setting(tmp_path: Path) -> None:
     for cells in rows:
         assert cells["steps raw/Lightning/fed"] == "2/2/2"  # same optimizer steps each way
         assert float(cells["federated (s)"]) > 0 and float(cells["plain Lightning (s)"]) > 0
-        ratio = float(cells["federated (s)"]) / float(cells["plain Lightning (s)"])
-        assert abs(float(cells["federated/Lightning"]) - ratio) < 0.02
+        fed, pl = float(cells["federated (s)"]), float(cells["plain Lightning (s)"])
+        # the seconds are rounded to 0.01 s, the ratio is of the unrounded ones
+        ratio = float(cells["federated/Lightning"])
+        assert (fed - 0.005) / (pl + 0.005) - 1e-3 <= ratio <= (fed + 0.005) / (pl - 0.005) + 1e-3
+        assert float(cells["fed/Lightning, fastest runs"]) > 0
         assert cells["goal fed/Lightning <= 1.10"] in {"met", "**not met**"}
 
     assert "## Where the federated overhead goes (cProfile)" in text

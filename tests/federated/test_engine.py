@@ -93,12 +93,13 @@ def test_omnifm_run_fills_bank_logs_and_checkpoints(tmp_path: Path) -> None:
 
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
     # Prepare: an uninterrupted 3-round run, and one stopped after round 2
-    full = tiny_federation(tmp_path / "a", OmniFM(), rounds=3, participation=0.67)
+    kwargs = {"participation": 0.67, "eval_every": 10}  # validate only after the last round
+    full = tiny_federation(tmp_path / "a", OmniFM(), rounds=3, **kwargs)
     full.fit()
-    first = tiny_federation(tmp_path / "b", OmniFM(), rounds=2, participation=0.67)
+    first = tiny_federation(tmp_path / "b", OmniFM(), rounds=2, **kwargs)
     first.fit()
     # Execute: a fresh process-like object resumes the second run for its last round
-    resumed = tiny_federation(tmp_path / "b", OmniFM(), rounds=3, participation=0.67)
+    resumed = tiny_federation(tmp_path / "b", OmniFM(), rounds=3, **kwargs)
     resumed.fit(ckpt_path="last")
     # Assert
     assert resumed.round == 3
@@ -114,7 +115,9 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Pat
 
 
 def test_crashing_and_nan_clients_are_left_out(tmp_path: Path, caplog) -> None:
-    run = tiny_federation(tmp_path, OmniFM(), rounds=2, data=faulty_data(), min_clients=2)
+    run = tiny_federation(
+        tmp_path, OmniFM(), rounds=2, data=faulty_data(), min_clients=2, eval_every=10
+    )
     sent = []
     aggregate = run.server.aggregate
     run.server.aggregate = lambda r, results: (sent.extend(results), aggregate(r, results))[1]

@@ -10,6 +10,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 from torchmetrics import MetricCollection
 
 from omnifm.bank import BankSnapshot, Retriever
@@ -150,7 +151,11 @@ class OmniFMTask(LightningModule):
 
     def _recalibrate_on_train_data(self) -> None:
         if self.recalibrate_bn and self.trainer.datamodule is not None:
-            self.recalibrate_batch_norm(self.trainer.datamodule.train_dataloader())
+            train = self.trainer.datamodule.train_dataloader()
+            # in a fixed order: the estimate then does not depend on the shuffle state
+            self.recalibrate_batch_norm(
+                DataLoader(train.dataset, train.batch_size, num_workers=train.num_workers)
+            )
 
     def on_train_end(self) -> None:
         self._recalibrate_on_train_data()
