@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _machine import available_cores, cpu_model, load_average  # benchmarks/_machine.py
 
 try:
     from omnifm.bank import SpectralBank
@@ -64,34 +65,10 @@ def default_repeats(n: int) -> int:
     return 5
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def env_vars() -> str:
     names = ("OPENBLAS_CORETYPE", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
     names += ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
     return ", ".join(f"{name}={os.environ.get(name, 'unset')}" for name in names)
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def set_threads(threads: int) -> str:

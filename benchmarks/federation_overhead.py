@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _machine import available_cores, cpu_model, load_average  # benchmarks/_machine.py
 
 try:
     import omnifm
@@ -86,28 +87,6 @@ MB = 1e6
 
 
 # machine ----------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def git_state() -> str:

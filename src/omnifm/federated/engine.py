@@ -29,7 +29,7 @@ from omnifm.federated.config import FederationConfig
 from omnifm.federated.messages import EvaluateRes, FitRes
 from omnifm.federated.reporting import ClientLogger, format_table, write_csv
 from omnifm.federated.sampling import ClientSampler
-from omnifm.federated.server import Server
+from omnifm.federated.server import Server, client_seed
 from omnifm.tasks.base import OmniFMTask
 
 __all__ = ["Federation", "FederationError"]
@@ -153,12 +153,12 @@ class Federation:
     def _warmup(self) -> None:
         """Every client uploads spectral prototypes of the initial model (round 0)."""
         start = time.perf_counter()
+        self.model.load_state_dict({**self.server.shared, **self.server.initial_personal})
+        self.model.to(self._device())
         for name, client in self.clients.items():
-            ins = self.server.fit_ins(0, name)
-            client.load(self.model, ins.weights, None)
-            self.model.to(self._device())
+            seed = client_seed(self.config.seed, 0, name)
             try:
-                protos = client.prototypes(self.model, ins.prototypes, ins.seed)
+                protos = client.prototypes(self.model, self.server.prototypes_per_client, seed)
                 self.server.upload(name, client.modality, protos, 0)
             except Exception as err:  # the client joins the bank at its first good round
                 log.warning(

@@ -30,9 +30,10 @@ def weighted_average(
         if set(state) != keys:
             raise ValueError(f"state {i} has keys {sorted(set(state) ^ keys)} that state 0 lacks")
     out = {}
-    for key in states[0]:
-        acc = sum(s[key].double() * (w / total) for s, w in zip(states, weights, strict=True))
-        ref = states[0][key]
+    for key, ref in states[0].items():
+        acc = torch.zeros(ref.shape, dtype=torch.float64)
+        for state, weight in zip(states, weights, strict=True):
+            acc.add_(state[key], alpha=weight / total)
         out[key] = (acc if ref.is_floating_point() else acc.round()).to(ref.dtype)
     return out
 

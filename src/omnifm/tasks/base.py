@@ -43,11 +43,11 @@ class OmniFMTask(LightningModule):
             and head, as the classic federated baselines use.
         spalign_weight: lambda of the SPAlign term added to the training loss.
         optimizer: optimizer factory, LightningCLI style (``class_path`` + ``init_args``).
-        recalibrate_bn: after each fit, and before a standalone validate or test, re-estimate
-            batch-norm running statistics of the current weights on the datamodule's training
-            data (one forward pass, no gradients). A few local steps at a high learning rate,
-            or weights averaged across modalities, otherwise leave them stale or foreign to the
-            client, and evaluation in eval mode collapses to one class.
+        recalibrate_bn: before a standalone validate or test, re-estimate batch-norm running
+            statistics of the current weights on the datamodule's training data (one forward
+            pass, no gradients). A few local steps at a high learning rate, or weights averaged
+            across modalities, otherwise leave them stale or foreign to the client, and
+            evaluation in eval mode collapses to one class.
     """
 
     def __init__(
@@ -156,9 +156,6 @@ class OmniFMTask(LightningModule):
             self.recalibrate_batch_norm(
                 DataLoader(train.dataset, train.batch_size, num_workers=train.num_workers)
             )
-
-    def on_train_end(self) -> None:
-        self._recalibrate_on_train_data()
 
     @torch.no_grad()
     def recalibrate_batch_norm(self, loader: Iterable[Batch]) -> None:
