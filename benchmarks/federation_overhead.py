@@ -8,16 +8,16 @@ same phantom data, the same device and the same total number of optimizer steps
 * federated: ``Federation`` with ``rounds`` rounds of ``clients`` clients (participation 1),
   each client ``steps`` local steps (``trainer max_steps``); each client holds exactly
   ``steps`` batches, so a local fit is one epoch. Timed: ``Federation._fit_round(r)`` for every
-  round (local fits with their fresh Trainers and loggers, BN recalibration, prototype upload,
+  round (local fits with their fresh Trainers and loggers, prototype upload,
   aggregation, bank update, the server's TensorBoard log). Not in that number, timed apart:
   the bank warm-up before round 1 and the checkpoint ``fit()`` writes after each round.
   Evaluation between rounds is off (``eval_every`` beyond the run, and Lightning's own
   validation inside each local fit turned off with ``num_sanity_val_steps=0,
-  limit_val_batches=0``). A what-if row (model with the stack) times the federated run
-  without the BN recalibration pass after each local fit.
+  limit_val_batches=0``). With ``--what-if`` a row (model with the stack) times the federated
+  run with ``on_train_end`` patched out (older versions recalibrated BN there).
 * Lightning: one ``Trainer(max_steps=rounds*clients*steps)`` fit on the union of the clients'
   training data (``FederatedDataModule``'s own loaders), same Trainer settings as the
-  federation's local Trainers, TensorBoard logger; BN recalibration runs once at its end.
+  federation's local Trainers, TensorBoard logger.
 * raw PyTorch: ``forward``, ``task_loss + spalign_weight * align``, ``backward``, AdamW
   ``step`` for the same number of steps on the union loader; nothing else.
 
@@ -890,10 +890,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="time the model with the OmniFM stack, without it (stack=None), or both",
     )
     p.add_argument(
-        "--no-what-if",
-        dest="what_if",
-        action="store_false",
-        help="skip the federated run without the BN pass after local fits (with the stack)",
+        "--what-if",
+        action="store_true",
+        help="also time the federated run with on_train_end patched out (a no-op since BN "
+        "recalibration moved to evaluation time; kept to compare older library versions)",
     )
     p.add_argument(
         "--no-recalibrate-bn",
