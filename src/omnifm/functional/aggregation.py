@@ -15,8 +15,9 @@ def weighted_average(
 ) -> dict[str, Tensor]:
     """Weighted mean of state dicts with equal keys (FedAvg's rule).
 
-    Floating tensors are averaged in float64 and cast back; integer tensors (BatchNorm's
-    ``num_batches_tracked``) are averaged and rounded.
+    Floating tensors are accumulated in place in (at least) float32, which keeps aggregation
+    cheap for large models; integer tensors (BatchNorm's ``num_batches_tracked``) are averaged
+    in float64 and rounded.
     """
     if not states:
         raise ValueError("weighted_average needs at least one state")
@@ -31,7 +32,8 @@ def weighted_average(
             raise ValueError(f"state {i} has keys {sorted(set(state) ^ keys)} that state 0 lacks")
     out = {}
     for key, ref in states[0].items():
-        acc = torch.zeros(ref.shape, dtype=torch.float64)
+        dtype = torch.promote_types(ref.dtype, torch.float32) if ref.is_floating_point() else None
+        acc = torch.zeros(ref.shape, dtype=dtype or torch.float64)
         for state, weight in zip(states, weights, strict=True):
             acc.add_(state[key], alpha=weight / total)
         out[key] = (acc if ref.is_floating_point() else acc.round()).to(ref.dtype)
