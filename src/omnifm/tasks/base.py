@@ -68,6 +68,7 @@ class OmniFMTask(LightningModule):
         self.bank: Retriever | None = None
         self.extra_loss: Callable[[OmniFMTask], Tensor] | None = None
         self.hit_ids: list[Tensor] = []
+        self.set_metrics(MetricCollection({}))  # a task adds its own with set_metrics
 
     # hooks --------------------------------------------------------------------------------
     def encode(self, batch: Batch) -> Tensor:
