@@ -428,8 +428,8 @@ def breakdown(fed: pstats.Stats, fed_total: float, pl: pstats.Stats, pl_total: f
     fit_ins = f(func("omnifm/federated/server.py", "fit_ins"))
     aggregate = f(func("omnifm/federated/server.py", "aggregate"))
     average = f(func("omnifm/functional/aggregation.py", "weighted_average"))
-    engine_tb = f(tensorboard_files, func("omnifm/federated/engine.py", "_fit_round"))
-    engine_tb += f(func("omnifm/federated/engine.py", "_server_logger"))
+    engine_tb = f(tensorboard_files, func("omnifm/federated/rounds.py", "_fit_round"))
+    engine_tb += f(func("omnifm/federated/rounds.py", "_server_logger"))
     fed_tb, pl_tb = f(tensorboard_files), p(tensorboard_files)
     # the state's check is a list comprehension: its own frame (<listcomp>) in Python 3.11
     in_fit = func("omnifm/federated/client.py", "fit", "<listcomp>")

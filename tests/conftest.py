@@ -25,3 +25,40 @@ def medmnist_dir(shared_data: Path) -> Path:
     if not folder.is_dir():
         pytest.skip(f"../shared/data/medmnist not found: expected MedMNIST files in {folder}")
     return folder
+
+
+@pytest.fixture
+def vqa_rad_dir(shared_data: Path) -> Path:
+    """The VQA-RAD files of the shared data; skip when absent."""
+    folder = shared_data / "vqa_rad"
+    if not (folder / "trainset.json").is_file() or not (folder / "images").is_dir():
+        pytest.skip(f"../shared/data/vqa_rad not found: need trainset.json and images/ in {folder}")
+    return folder
+
+
+@pytest.fixture
+def harvard_fusion_dir(shared_data: Path) -> Path:
+    """The Harvard atlas fusion pairs of the shared data; skip when absent."""
+    folder = shared_data / "fusion" / "harvard"
+    pairs = ("CT-MRI", "PET-MRI", "SPECT-MRI")
+    if not all((folder / pair).is_dir() for pair in pairs):
+        pytest.skip(f"../shared/data/fusion/harvard not found: need {pairs} in {folder}")
+    return folder
+
+
+@pytest.fixture
+def polyp_dir(shared_data: Path) -> Path:
+    """Kvasir-SEG and CVC-ClinicDB of the shared data; skip when absent."""
+    folder = shared_data / "polyp"
+    if not all((folder / name / "images").is_dir() for name in ("kvasir-seg", "cvc-clinicdb")):
+        pytest.skip(f"../shared/data/polyp not found: need kvasir-seg and cvc-clinicdb in {folder}")
+    return folder
+
+
+@pytest.fixture
+def breakhis_dir(shared_data: Path) -> Path:
+    """The BreaKHis PNG images of the shared data; skip when absent."""
+    folder = shared_data / "breakhis"
+    if not any(folder.glob("SOB_*.png")):
+        pytest.skip(f"../shared/data/breakhis not found: expected BreaKHis PNG files in {folder}")
+    return folder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -48,19 +49,35 @@ class OmniFMCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(FederationConfig, "federation")
-        for attr in ("num_classes", "in_channels", "task_type"):
+        for attr in ("num_classes", "in_channels", "task_type", "questions"):
             parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
 
     def federation(self) -> Federation:
         sub = self.subcommand
         config = self.config_init[sub] if sub else self.config_init
+        if config["federation"].backend == "flower" and sub != "fit":
+            raise ValueError(
+                f"`omnifm {sub}` runs in process; a Flower run's personal states stay on the "
+                "sites. Drop --federation.backend flower (its last test is in results.csv)"
+            )
         trainer = {k: v for k, v in dict(config["trainer"]).items() if k != "logger"}
-        recipe = self._parser(sub).dump(self.config[sub] if sub else self.config, skip_none=False)
-        return Federation(self.model, self.datamodule, config["federation"], trainer, recipe)
+        return Federation(self.model, self.datamodule, config["federation"], trainer, self.recipe())
+
+    def recipe(self) -> str:
+        """This command's resolved recipe as YAML (a run folder's ``config.yaml``)."""
+        sub = self.subcommand
+        return self._parser(sub).dump(self.config[sub] if sub else self.config, skip_none=False)
 
     def fit(
         self, model: Any, datamodule: Any = None, ckpt_path: str | None = None, **_: Any
     ) -> None:
+        federation = self.config_init["fit"]["federation"]
+        if federation.backend == "flower":  # the same recipe on Flower (omnifm[flower])
+            from omnifm.federated.flower import run_flower
+
+            names = self.datamodule.client_names()
+            self.results = run_flower(self.recipe(), federation, len(names), ckpt_path)
+            return
         self.results = self.federation().fit(ckpt_path)
 
     def validate(
@@ -75,7 +92,13 @@ class OmniFMCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``omnifm`` console script."""
+    """Entry point of the ``omnifm`` console script (``omnifm report`` is ``omnifm.report``)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["report"]:
+        from omnifm.report import main as report
+
+        report(argv[1:])
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     OmniFMCLI(args)
 

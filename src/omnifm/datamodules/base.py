@@ -12,7 +12,9 @@ from lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-TaskType = Literal["multi-class", "binary", "multi-label"]
+TaskType = Literal[
+    "multi-class", "binary", "multi-label", "segmentation", "super-resolution", "fusion"
+]
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = get_args(Split)
 LUMA_601 = (0.299, 0.587, 0.114)
@@ -36,16 +38,17 @@ def reduce_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def to_channels(image: Tensor, channels: int) -> Tensor:
-    """A (C, H, W) image with `channels` channels: grey repeated, or RGB to ITU-R 601 luma."""
+    """A (C, *spatial) image with `channels` channels: grey repeated, or RGB to ITU-R 601 luma."""
     have = image.shape[0]
     if not can_convert(have, channels):
         raise ValueError(f"cannot convert a {have}-channel image to {channels} channels")
     if have == channels:
         return image
+    ones = [1] * (image.ndim - 1)  # 2D images and 3D volumes alike
     if have == 1:
-        return image.repeat(channels, 1, 1)
+        return image.repeat(channels, *ones)
     weights = torch.tensor(LUMA_601, dtype=image.dtype, device=image.device)
-    return (image * weights[:, None, None]).sum(0, keepdim=True)
+    return (image * weights.view(-1, *ones)).sum(0, keepdim=True)
 
 
 def can_convert(have: int, channels: int) -> bool:

@@ -207,6 +207,8 @@ class FederatedDataModule(LightningDataModule):
             )
         self.sources = list(clients)
         self.root = root
+        for source in self.sources:  # first: a source may read its class count from its files
+            source.data.with_root(root)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -228,9 +230,9 @@ class FederatedDataModule(LightningDataModule):
                     f"cannot be converted to in_channels={self._in_channels}; "
                     "use in_channels 1, 3 or the source's own channel count"
                 )
-            source.data.with_root(root)
         self._owners = _client_owners(self.sources)
         self._subsets: dict[str, dict[Split, ClientSubset]] = {}
+        self._ready: set[int] = set()  # sources already partitioned
         self._client_modules: dict[str, ClientDataModule] = {}
 
     @property
@@ -244,6 +246,15 @@ class FederatedDataModule(LightningDataModule):
     @property
     def in_channels(self) -> int:
         return self._in_channels
+
+    @property
+    def questions(self) -> list[str]:
+        """The training questions of every source that has them (VQA), in client order.
+
+        What ``VQATask``'s default tokenizer is built from (linked by the CLI): in a federation
+        the union of the clients' training questions, shared once before training.
+        """
+        return [q for source in self.sources for q in getattr(source.data, "questions", [])]
 
     def client_names(self) -> list[str]:
         """Every client's name, in order."""
@@ -268,30 +279,36 @@ class FederatedDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Partition every split of every source among its sites (once; deterministic)."""
-        if self._subsets:
+        if len(self._ready) == len(self.sources):
             return
         self._check_sizes()
-        subsets: dict[str, dict[Split, ClientSubset]] = {name: {} for name in self._owners}
-        for i, source in enumerate(self.sources):
-            for split_id, split in enumerate(SPLITS):
-                data = source.data.dataset(split)
-                # Only a Dirichlet split reads labels; the others need just the count.
-                if source.partition.kind == "dirichlet":
-                    labels = source.data.labels(split)
-                else:
-                    labels = np.zeros(len(data), dtype=np.int64)
-                parts = split_indices(
-                    source.partition,
-                    labels,
-                    derive_seed(self.seed, i, split_id),
-                    what=f"source {source.name!r} split {split!r}",
-                )
-                for name, (owner, site) in self._owners.items():
-                    if owner == i:
-                        subsets[name][split] = ClientSubset(
-                            data, parts[site], self._in_channels, self._offsets[i]
-                        )
-        self._subsets = subsets
+        for i in range(len(self.sources)):
+            self._setup_source(i)
+
+    def _setup_source(self, i: int) -> None:
+        """Partition every split of source ``i`` among its sites."""
+        if i in self._ready:
+            return
+        source = self.sources[i]
+        for split_id, split in enumerate(SPLITS):
+            data = source.data.dataset(split)
+            # Only a Dirichlet split reads labels; the others need just the count.
+            if source.partition.kind == "dirichlet":
+                labels = source.data.labels(split)
+            else:
+                labels = np.zeros(len(data), dtype=np.int64)
+            parts = split_indices(
+                source.partition,
+                labels,
+                derive_seed(self.seed, i, split_id),
+                what=f"source {source.name!r} split {split!r}",
+            )
+            for name, (owner, site) in self._owners.items():
+                if owner == i:
+                    self._subsets.setdefault(name, {})[split] = ClientSubset(
+                        data, parts[site], self._in_channels, self._offsets[i]
+                    )
+        self._ready.add(i)
 
     def _check_sizes(self) -> None:
         known: dict[str, tuple[int, ...]] = {}
@@ -330,6 +347,18 @@ class FederatedDataModule(LightningDataModule):
         """A LightningDataModule over `client`'s subsets (one per client, kept)."""
         self._source(client)
         self.setup()
+        return self._client_module(client)
+
+    def site_datamodule(self, client: str) -> ClientDataModule:
+        """`client_datamodule(client)` reading only the client's own source: what one site of a
+        real deployment holds (the other sources' files need not exist there). Same examples
+        and shuffling; the check that all sources share one image size is skipped."""
+        source = self._source(client)
+        source.data.prepare_data()
+        self._setup_source(self._owners[client][0])
+        return self._client_module(client)
+
+    def _client_module(self, client: str) -> ClientDataModule:
         if client not in self._client_modules:
             self._client_modules[client] = ClientDataModule(
                 client,

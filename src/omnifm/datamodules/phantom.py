@@ -9,6 +9,7 @@ is a pure function of (seed, modality, split, index).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, NamedTuple, cast, get_args
 
 import numpy as np
@@ -208,10 +209,29 @@ def generate_phantoms(
     Returns images (B, S, S, C) float32 in [0, 1], labels (B,) int64 and masks (B, S, S) uint8.
     Each example depends only on (seed, modality, split, index).
     """
-    _check(modality, size, seed)
+    images, labels, masks = render_scenes([modality], size, seed, split, indices, modality)
+    return images[modality], labels, masks
+
+
+def render_scenes(
+    modalities: Sequence[str],
+    size: int,
+    seed: int,
+    split: Split,
+    indices: np.ndarray | list[int],
+    scene_of: str | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Render the same scenes in several modality styles (co-registered images).
+
+    The scenes are those ``generate_phantoms(scene_of, ...)`` draws (default: the first
+    modality's). Returns images per modality (B, S, S, C), labels (B,) and masks (B, S, S).
+    """
+    scene_of = scene_of or modalities[0]
+    for modality in (*modalities, scene_of):
+        _check(modality, size, seed)
     if len(indices) == 0:
         raise ValueError("indices must name at least one example to generate")
-    keys = (seed, PHANTOM_MODALITIES.index(modality), SPLITS.index(check_split(split)))
+    keys = (seed, PHANTOM_MODALITIES.index(scene_of), SPLITS.index(check_split(split)))
     labels, params, blobs, noise = [], [], [], []
     for index in indices:
         rng = np.random.default_rng([*keys, int(index)])
@@ -226,7 +246,10 @@ def generate_phantoms(
         np.stack(blobs, dtype=np.float32),
         np.stack(noise),
     )
-    images = np.clip(_STYLES[modality](scene), 0.0, 1.0).astype(np.float32)
+    images = {
+        m: np.clip(_STYLES[m](scene), 0.0, 1.0).astype(np.float32)
+        for m in dict.fromkeys(modalities)
+    }
     return images, label_array, scene.mask.astype(np.uint8)
 
 

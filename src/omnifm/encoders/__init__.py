@@ -1,5 +1,14 @@
-"""Backbones that turn images (and later text) into tokens for the OmniFM stack."""
+"""Backbones that turn images and text into tokens for the OmniFM stack."""
 
+from omnifm.encoders.text import TextTokenEncoder, build_wordpiece_tokenizer
 from omnifm.encoders.timm_encoder import TimmTokenEncoder
+from omnifm.encoders.unet import TimmFeatureEncoder, UNetDecoder, UNetEncoder
 
-__all__ = ["TimmTokenEncoder"]
+__all__ = [
+    "TextTokenEncoder",
+    "TimmFeatureEncoder",
+    "TimmTokenEncoder",
+    "UNetDecoder",
+    "UNetEncoder",
+    "build_wordpiece_tokenizer",
+]

@@ -4,6 +4,7 @@ from omnifm.federated.client import Client, ClientFailure
 from omnifm.federated.config import BankConfig, FederationConfig
 from omnifm.federated.engine import Federation, FederationError
 from omnifm.federated.messages import EvaluateRes, FitIns, FitRes
+from omnifm.federated.rounds import RoundLoop
 from omnifm.federated.sampling import ClientSampler
 from omnifm.federated.server import Server
 from omnifm.federated.strategies import FedAvg, FedBN, FedPer, FedProx, OmniFM, Strategy
@@ -24,6 +25,7 @@ __all__ = [
     "FitIns",
     "FitRes",
     "OmniFM",
+    "RoundLoop",
     "Server",
     "Strategy",
 ]

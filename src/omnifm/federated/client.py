@@ -16,9 +16,23 @@ from omnifm.federated.strategies import Strategy
 from omnifm.functional import kmeans
 from omnifm.tasks.base import OmniFMTask
 
-__all__ = ["Client", "ClientFailure", "TrainerFactory"]
+__all__ = ["Client", "ClientFailure", "TrainerFactory", "local_trainer"]
 
 TrainerFactory = Callable[..., Trainer]
+
+
+def local_trainer(settings: dict[str, Any], root: str, **overrides: Any) -> Trainer:
+    """A fresh local Trainer: the recipe's ``trainer`` settings, quiet, no checkpoints."""
+    kwargs = {
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "enable_progress_bar": False,
+        "log_every_n_steps": 1,
+        "default_root_dir": root,
+        **settings,
+        **overrides,
+    }
+    return Trainer(**kwargs)
 
 
 class ClientFailure(RuntimeError):

@@ -8,14 +8,16 @@ from typing import Literal
 from jsonargparse import lazy_instance
 from jsonargparse.typing import (
     ClosedUnitInterval,
+    NonNegativeFloat,
     NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     restricted_number_type,
 )
 
 from omnifm.federated.strategies import OmniFM, Strategy
 
-__all__ = ["BankConfig", "FederationConfig"]
+__all__ = ["BankConfig", "FederationConfig", "FlowerConfig"]
 
 Fraction = restricted_number_type("Fraction", float, [(">", 0.0), ("<=", 1.0)])
 Cosine = restricted_number_type("Cosine", float, [(">=", -1.0), ("<=", 1.0)])
@@ -33,6 +35,21 @@ class BankConfig:
 
 
 @dataclass
+class FlowerConfig:
+    """How the federation runs on Flower (``backend: flower``)."""
+
+    # a SuperLink connection of the Flower configuration (FLWR_HOME/config.toml): the run goes
+    # to that deployment; none: Flower's simulation on this machine
+    superlink: str | None = None
+    # seconds a round (or an evaluation) waits for replies; none: until every node replied or
+    # Flower declared it gone (after two missed heartbeats, about a minute)
+    round_timeout: PositiveFloat | None = None
+    connect_timeout: PositiveFloat = 300.0  # seconds the server waits for the sites' nodes
+    client_cpus: PositiveFloat = 1.0  # simulation: CPU cores per simulated client
+    client_gpus: NonNegativeFloat | None = None  # simulation: GPUs per client; none: auto
+
+
+@dataclass
 class FederationConfig:
     """Rounds, participation, strategy, fault tolerance, bank, seed and output folder."""
 
@@ -46,4 +63,5 @@ class FederationConfig:
     name: str = "omnifm"
     eval_every: PositiveInt = 1  # validate every client every this many rounds (and the last)
     bank: BankConfig = field(default_factory=BankConfig)
-    backend: Literal["inprocess"] = "inprocess"
+    backend: Literal["inprocess", "flower"] = "inprocess"  # flower: pip install omnifm[flower]
+    flower: FlowerConfig = field(default_factory=FlowerConfig)

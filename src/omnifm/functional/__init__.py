@@ -1,15 +1,30 @@
-"""Pure tensor functions: amplitude spectra, low-pass windows, SPAlign, retrieval, aggregation."""
+"""Pure tensor functions: amplitude spectra, low-pass windows, SPAlign, retrieval, aggregation,
+image fusion (YCbCr, gradients, fusion loss, entropy, mutual information)."""
 
 from omnifm.functional.aggregation import kmeans, proximal_term, weighted_average
 from omnifm.functional.alignment import cosine_topk, spalign_loss
+from omnifm.functional.fusion import (
+    fusion_loss,
+    gradient_magnitude,
+    image_entropy,
+    image_mutual_information,
+    rgb_to_ycbcr,
+    ycbcr_to_rgb,
+)
 from omnifm.functional.spectral import amplitude_spectrum, low_pass
 
 __all__ = [
     "amplitude_spectrum",
     "cosine_topk",
+    "fusion_loss",
+    "gradient_magnitude",
+    "image_entropy",
+    "image_mutual_information",
     "kmeans",
     "low_pass",
     "proximal_term",
+    "rgb_to_ycbcr",
     "spalign_loss",
     "weighted_average",
+    "ycbcr_to_rgb",
 ]

@@ -2,5 +2,17 @@
 
 from omnifm.tasks.base import OmniFMTask, StackFactory
 from omnifm.tasks.classification import ClassificationTask
+from omnifm.tasks.fusion import FusionTask
+from omnifm.tasks.segmentation import SegmentationTask
+from omnifm.tasks.super_resolution import SuperResolutionTask
+from omnifm.tasks.vqa import VQATask
 
-__all__ = ["ClassificationTask", "OmniFMTask", "StackFactory"]
+__all__ = [
+    "ClassificationTask",
+    "FusionTask",
+    "OmniFMTask",
+    "SegmentationTask",
+    "StackFactory",
+    "SuperResolutionTask",
+    "VQATask",
+]

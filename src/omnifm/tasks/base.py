@@ -48,6 +48,27 @@ class OmniFMTask(LightningModule):
             pass, no gradients). A few local steps at a high learning rate, or weights averaged
             across modalities, otherwise leave them stale or foreign to the client, and
             evaluation in eval mode collapses to one class.
+
+    Example: a task omnifm does not ship, regressing an image's mean brightness::
+
+        class BrightnessRegression(OmniFMTask):
+            def __init__(self, in_channels: int = 1, backbone: str = "resnet18", **kwargs):
+                super().__init__(**kwargs)  # embed_dim, stack, spalign_weight, optimizer, ...
+                self.encoder = TimmTokenEncoder(backbone, in_channels, self.embed_dim)
+                self.head = nn.Linear(self.embed_dim, 1)
+                self.set_metrics(MetricCollection({"mae": MeanAbsoluteError()}))
+
+            def target(self, batch):
+                return batch["image"].mean(dim=(1, 2, 3))
+
+            def task_loss(self, preds, batch):
+                return F.mse_loss(preds.squeeze(-1), self.target(batch))
+
+            def update_metrics(self, metrics, preds, batch):
+                metrics.update(preds.squeeze(-1), self.target(batch))
+
+        # recipe: model: {class_path: my_package.BrightnessRegression, init_args: {...}}
+        # then: omnifm fit --config my_recipe.yaml (in_channels is linked from the data)
     """
 
     def __init__(

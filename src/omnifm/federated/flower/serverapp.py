@@ -1,0 +1,234 @@
+"""The server side on Flower: our round loop, reaching the clients through a Flower ``Grid``.
+
+Sampling, aggregation, the bank update and pruning, TensorBoard and CSV logs and checkpoints
+are ``RoundLoop``'s, the same code as in process; only the exchange with the clients is
+Flower's. A client that raises, or whose node Flower declares gone, or that does not reply
+within ``flower.round_timeout``, is left out of the round like a failing client in process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from omnifm.federated.config import FlowerConfig
+from omnifm.federated.flower.recipe import Recipe, load_recipe
+from omnifm.federated.flower.records import (
+    CONFIG,
+    UPLOAD,
+    WEIGHTS,
+    evaluate_res_from_records,
+    fit_ins_to_records,
+    fit_res_from_records,
+    shared_records,
+    tensors,
+    with_config,
+)
+from omnifm.federated.messages import FitRes
+from omnifm.federated.rounds import FederationError, RoundLoop, Stage, Upload
+
+__all__ = ["FlowerFederation", "make_server_app", "server_app"]
+
+log = logging.getLogger("omnifm")
+POLL_S = 0.5  # how often the server asks the SuperLink for replies
+
+
+class FlowerFederation(RoundLoop):
+    """A federation whose clients are Flower nodes, one per client of the recipe's scenario.
+
+    ``fit`` first asks every connected node which client it plays (with the bank warm-up's
+    spectral prototypes in the same reply), then runs the rounds. Personal states stay on the
+    nodes, so checkpoints hold the server's state only and a run cannot resume.
+    """
+
+    def __init__(self, grid: Grid, recipe: Recipe, options: FlowerConfig | None = None) -> None:
+        names = recipe.datamodule.client_names()
+        super().__init__(recipe.model, names, recipe.config, recipe.text)
+        self.grid = grid
+        self.options = options or recipe.config.flower
+        self.modalities = {n: recipe.datamodule.modality(n) for n in names}
+        self.nodes: dict[str, int] = {}
+        self._uploads: list[Upload] = []
+
+    def fit(self, ckpt_path: str | None = None) -> list[dict[str, Any]]:
+        if ckpt_path is not None:
+            raise ValueError(
+                "a Flower run cannot resume from a checkpoint: the clients' personal states "
+                "live on the sites and end with the run; start a new run without --ckpt_path"
+            )
+        self.connect()
+        return super().fit()
+
+    def connect(self) -> None:
+        """Wait for the nodes, then learn which client each plays (and its warm-up upload)."""
+        cfg = self.config
+        deadline = time.monotonic() + self.options.connect_timeout
+        nodes = list(self.grid.get_node_ids())
+        while len(nodes) < len(self.client_names) and time.monotonic() < deadline:
+            time.sleep(1.0)
+            nodes = list(self.grid.get_node_ids())
+        warm = self.server.bank is not None and cfg.bank.warmup
+        config = {"seed": cfg.seed, "prototypes": self.server.prototypes_per_client if warm else 0}
+        content = RecordDict({CONFIG: ConfigRecord(config)})
+        if warm:
+            content[WEIGHTS] = ArrayRecord(self.server.shared)
+        messages = [Message(content, node, MessageType.QUERY) for node in nodes]
+        replies = self._exchange(messages, self.options.round_timeout)
+        uploads: dict[str, Upload] = {}
+        for i, node in enumerate(nodes):
+            reply = replies.get(i)
+            if reply is None or reply.has_error():
+                log.warning("node %d did not say which client it is: %s", node, _why(reply))
+                continue
+            name = str(reply.content.config_records[CONFIG]["client"])
+            if name in self.nodes:
+                raise FederationError(
+                    f"nodes {self.nodes[name]} and {node} both say they are client {name!r}; "
+                    "give every SuperNode its own --node-config client=NAME"
+                )
+            self.nodes[name] = node
+            error = reply.content.config_records[CONFIG].get("warmup_error")
+            if error:
+                log.warning("bank warm-up: client %s left out: %s", name, error)
+            if UPLOAD in reply.content.array_records:
+                protos = tensors(reply.content.array_records[UPLOAD])["prototypes"]
+                uploads[name] = (name, self.modalities[name], protos)
+        self._uploads = [uploads[n] for n in self.client_names if n in uploads]
+        missing = [n for n in self.client_names if n not in self.nodes]
+        log.info(
+            "Flower: %d of %d clients connected (%s)",
+            len(self.nodes),
+            len(self.client_names),
+            ", ".join(f"{n}: node {i}" for n, i in self.nodes.items()),
+        )
+        if missing:
+            log.warning("no node plays clients %s: they are left out of every round", missing)
+        if len(self.nodes) < cfg.min_clients:
+            raise FederationError(
+                f"{len(self.nodes)} clients connected within {self.options.connect_timeout:.0f}"
+                f" s, fewer than min_clients={cfg.min_clients}; start a SuperNode per site "
+                "(--node-config client=NAME) or raise federation.flower.connect_timeout"
+            )
+
+    # the clients, through the grid -----------------------------------------------------------
+    def warmup_uploads(self) -> list[Upload]:
+        return self._uploads
+
+    def fit_clients(self, round_: int, chosen: list[str]) -> tuple[list[FitRes], dict[str, str]]:
+        start = time.perf_counter()
+        reached = [n for n in chosen if n in self.nodes]
+        failures = {n: "no node plays this client" for n in chosen if n not in self.nodes}
+        bank = self.server.bank.snapshot().state_dict() if self.server.bank is not None else None
+        shared = shared_records(self.server.shared, bank)
+        messages = [
+            Message(
+                fit_ins_to_records(self.server.fit_ins(round_, n), n, shared),
+                self.nodes[n],
+                MessageType.TRAIN,
+                group_id=str(round_),
+            )
+            for n in reached
+        ]
+        replies = self._exchange(messages, self.options.round_timeout)
+        results: list[FitRes] = []
+        for i, name in enumerate(reached):
+            reply = replies.get(i)
+            if reply is None or reply.has_error():
+                failures[name] = _why(reply, self.options.round_timeout)
+                log.warning(
+                    "  %s failed and is left out of round %d: %s", name, round_, failures[name]
+                )
+                continue
+            res = fit_res_from_records(reply.content)
+            results.append(res)
+            loss = res.metrics.get("train/loss", float("nan"))
+            log.info("  %-16s %-12s loss %.4f", name, res.modality, loss)
+        log.info(
+            "  round %d: %d replies in %.1fs", round_, len(results), time.perf_counter() - start
+        )
+        return results, failures
+
+    def evaluate_clients(self, stage: Stage) -> list[dict[str, Any]]:
+        bank = self.server.bank.snapshot().state_dict() if self.server.bank is not None else None
+        shared = shared_records(self.server.shared, bank)
+        reached = [n for n in self.client_names if n in self.nodes]
+        messages = [
+            Message(
+                with_config(shared, {"client": n, "stage": stage}),
+                self.nodes[n],
+                MessageType.EVALUATE,
+            )
+            for n in reached
+        ]
+        replies = dict(zip(reached, self._exchange_list(messages), strict=True))
+        rows: list[dict[str, Any]] = []
+        for name in self.client_names:
+            row = {"client": name, "modality": self.modalities[name]}
+            reply = replies.get(name)
+            if reply is None or reply.has_error():
+                why = "no node plays this client" if name not in self.nodes else _why(reply)
+                log.warning("%s of client %s failed: %s", stage, name, why)
+                rows.append({**row, "error": why})
+                continue
+            rows.append({**row, **evaluate_res_from_records(reply.content).metrics})
+        return rows
+
+    # the exchange ----------------------------------------------------------------------------
+    def _exchange_list(self, messages: list[Message]) -> list[Message | None]:
+        replies = self._exchange(messages, self.options.round_timeout)
+        return [replies.get(i) for i in range(len(messages))]
+
+    def _exchange(self, messages: list[Message], timeout: float | None) -> dict[int, Message]:
+        """Push ``messages``; their replies by message index, as they come (Flower's error
+        replies included), until all replied or ``timeout`` seconds passed."""
+        if not messages:
+            return {}
+        ids = self.grid.push_messages(messages)  # None: refused (e.g. an unknown node)
+        pending = {mid: i for i, mid in enumerate(ids) if mid is not None}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: dict[int, Message] = {}
+        while pending and (deadline is None or time.monotonic() < deadline):
+            for reply in self.grid.pull_messages(list(pending)):
+                i = pending.pop(reply.metadata.reply_to_message_id, None)
+                if i is not None:
+                    replies[i] = reply
+            if pending:
+                time.sleep(POLL_S)
+        return replies
+
+
+def _why(reply: Message | None, timeout: float | None = None) -> str:
+    if reply is None:
+        return f"no reply within {timeout} s" if timeout is not None else "no reply"
+    return f"{reply.error.reason} (Flower error code {reply.error.code})"
+
+
+def make_server_app(
+    recipe_text: str | None = None, results: list[dict[str, Any]] | None = None
+) -> ServerApp:
+    """A ServerApp that runs the recipe ``recipe_text`` (None: the run config's ``recipe``);
+    the final test rows are appended to ``results`` when given."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(message)s")
+        text = recipe_text or str(context.run_config.get("recipe", ""))
+        if not text:
+            raise ValueError(
+                "the run has no recipe: start it with `omnifm fit --config RECIPE "
+                "--federation.backend flower --federation.flower.superlink NAME`"
+            )
+        rows = FlowerFederation(grid, load_recipe(text)).fit()
+        if results is not None:
+            results.extend(rows)
+
+    return app
+
+
+server_app = make_server_app()

@@ -1,0 +1,284 @@
+"""The round loop every backend shares: sampling, aggregation, the bank, logs, checkpoints.
+
+``RoundLoop`` is the server side of a federation. A backend says only how the clients are
+reached: in process (``Federation``) or over Flower (``omnifm.federated.flower``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+
+from omnifm.bank import SpectralBank
+from omnifm.federated.checkpoint import (
+    LAST,
+    latest_run,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from omnifm.federated.config import FederationConfig
+from omnifm.federated.messages import FitRes
+from omnifm.federated.reporting import format_table, write_csv
+from omnifm.federated.sampling import ClientSampler
+from omnifm.federated.server import Server
+from omnifm.tasks.base import OmniFMTask
+
+__all__ = ["FederationError", "RoundLoop", "Stage", "Upload", "quiet_lightning"]
+
+log = logging.getLogger("omnifm")
+Stage = Literal["validate", "test"]
+Upload = tuple[str, str, Tensor]  # (client, modality, spectral prototypes)
+
+
+class FederationError(RuntimeError):
+    """A round could not complete (too few clients succeeded)."""
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's per-Trainer banners: a run builds one Trainer per client per round."""
+    names = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*"):
+            warnings.filterwarnings("ignore", pattern)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
+class RoundLoop:
+    """Rounds of sampled clients: aggregation by the strategy, the spectral bank, TensorBoard
+    and CSV logs, and a checkpoint after every round.
+
+    Subclasses reach the clients: ``warmup_uploads``, ``fit_clients`` and
+    ``evaluate_clients``; those holding personal states also ``client_state`` and
+    ``load_client_state``.
+    """
+
+    def __init__(
+        self,
+        model: OmniFMTask,
+        client_names: list[str],
+        config: FederationConfig | None = None,
+        recipe: str | None = None,
+    ) -> None:
+        self.model = model
+        self.config = cfg = config or FederationConfig()
+        self.recipe = recipe
+        self.client_names = list(client_names)
+        stack = model.stack
+        bank = None
+        if stack is not None and stack.gskr:
+            b = cfg.bank
+            bank = SpectralBank(stack.spectral_dim, b.capacity, b.min_share, b.merge_threshold)
+        sampler = ClientSampler(self.client_names, cfg.participation, cfg.seed, cfg.min_clients)
+        self.server = Server(
+            model, cfg.strategy, sampler, bank, cfg.seed, cfg.bank.prototypes_per_client
+        )
+        self.history: list[dict[str, Any]] = []
+        self.round = 0
+        self.run_dir: Path | None = None
+
+    # what a backend provides -----------------------------------------------------------------
+    def warmup_uploads(self) -> list[Upload]:
+        """Spectral prototypes of the initial model from every client that could compute them."""
+        raise NotImplementedError
+
+    def fit_clients(self, round_: int, chosen: list[str]) -> tuple[list[FitRes], dict[str, str]]:
+        """Local fits of ``chosen``: the results (in ``chosen`` order) and failures by client."""
+        raise NotImplementedError
+
+    def evaluate_clients(self, stage: Stage) -> list[dict[str, Any]]:
+        """One row per client: its metrics of the global model, or an ``error`` entry."""
+        raise NotImplementedError
+
+    def client_state(self) -> dict[str, Any]:
+        """Personal states and step counters that the server holds (none when clients do)."""
+        return {"personal": {}, "steps": {}}
+
+    def load_client_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``client_state`` returned."""
+
+    # public API ------------------------------------------------------------------------------
+    def fit(self, ckpt_path: str | None = None) -> list[dict[str, Any]]:
+        """Train for ``config.rounds`` rounds (resuming from ``ckpt_path``), then test."""
+        cfg = self.config
+        with quiet_lightning():
+            if ckpt_path is not None:
+                self._resume(ckpt_path)
+            else:
+                self._new_run()
+                if self.server.bank is not None and cfg.bank.warmup:
+                    self._warmup()
+            for round_ in range(self.round + 1, cfg.rounds + 1):
+                self._fit_round(round_)
+                if round_ % cfg.eval_every == 0 or round_ == cfg.rounds:
+                    self._evaluate(round_, "validate")
+                self._checkpoint(round_)
+            return self._evaluate(self.round, "test")
+
+    def validate(self, ckpt_path: str | None = None) -> list[dict[str, Any]]:
+        return self._evaluate_only("validate", ckpt_path)
+
+    def test(self, ckpt_path: str | None = None) -> list[dict[str, Any]]:
+        return self._evaluate_only("test", ckpt_path)
+
+    # rounds ----------------------------------------------------------------------------------
+    def _warmup(self) -> None:
+        """Every client uploads spectral prototypes of the initial model (round 0)."""
+        start = time.perf_counter()
+        for name, modality, prototypes in self.warmup_uploads():
+            try:
+                self.server.upload(name, modality, prototypes, 0)
+            except Exception as err:  # the client joins the bank at its first good round
+                log.warning(
+                    "bank warm-up: client %s left out: %s: %s", name, type(err).__name__, err
+                )
+        log.info("bank warm-up: %s (%.1fs)", self.server.bank, time.perf_counter() - start)
+
+    def _fit_round(self, round_: int) -> None:
+        cfg = self.config
+        chosen = self.server.sampler.sample(round_)
+        log.info("round %d/%d: clients %s", round_, cfg.rounds, ", ".join(chosen))
+        results, failures = self.fit_clients(round_, chosen)
+        if len(results) < cfg.min_clients:
+            raise FederationError(
+                f"round {round_}: {len(results)} of {len(chosen)} clients succeeded, fewer "
+                f"than min_clients={cfg.min_clients}; failures: {failures}. The run stopped; "
+                f"its last checkpoint ({self._run_dir() / 'checkpoints' / LAST}) is intact: "
+                "fix the cause, then resume with --ckpt_path last"
+            )
+        self.server.aggregate(round_, results)
+        self.round = round_
+        server_log = self._server_logger()
+        server_log.log_metrics(
+            {"round/clients_ok": len(results), "round/clients_failed": len(failures)}, round_
+        )
+        if self.server.bank is not None:
+            server_log.log_metrics({"bank/entries": len(self.server.bank)}, round_)
+        server_log.finalize("success")
+
+    def _evaluate(self, round_: int, stage: Stage) -> list[dict[str, Any]]:
+        """Every client evaluates the global shared weights with its personal state."""
+        rows = self.evaluate_clients(stage)
+        rows.append(_mean_row(rows))
+        for row in rows:
+            self.history.append({"round": round_, "stage": stage, **row})
+        server_log = self._server_logger()
+        server_log.log_metrics(
+            {f"{k}/{row['client']}": v for row in rows for k, v in row.items() if _metric(v)},
+            round_,
+        )
+        server_log.finalize("success")
+        main = _main_metric(rows[-1])
+        log.info(
+            "%s after round %d: mean %s %.4f (%s)",
+            stage,
+            round_,
+            main,
+            rows[-1].get(main, 0.0),
+            ", ".join(f"{r['client']} {r.get(main, float('nan')):.3f}" for r in rows[:-1]),
+        )
+        run_dir = self._run_dir()
+        write_csv(self.history, run_dir / "history.csv")
+        if stage == "test":
+            write_csv(rows, run_dir / "results.csv")
+            log.info("test results (%s):\n%s", run_dir / "results.csv", format_table(rows))
+        return rows
+
+    def _evaluate_only(self, stage: Stage, ckpt_path: str | None) -> list[dict[str, Any]]:
+        with quiet_lightning():
+            if ckpt_path is not None:
+                self._resume(ckpt_path)
+            else:
+                self._new_run()
+            return self._evaluate(self.round, stage)
+
+    # state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "round": self.round,
+            "server": self.server.state_dict(),
+            **self.client_state(),
+            "history": self.history,
+            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unknown = set(state["personal"]) - set(self.client_names)
+        if unknown:
+            raise ValueError(
+                f"checkpoint has clients {sorted(unknown)} that this scenario lacks; "
+                "resume with the recipe the run was started with"
+            )
+        self.server.load_state_dict(state["server"])
+        self.round = state["round"]
+        self.load_client_state(state)
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate((3, tuple(state["rng"]["python"]), None))
+
+    def _checkpoint(self, round_: int) -> None:
+        save_checkpoint(self.state_dict(), self._run_dir() / "checkpoints" / LAST)
+
+    def _resume(self, ckpt_path: str) -> None:
+        path = resolve_checkpoint(ckpt_path, Path(self.config.output), self.config.name)
+        self.load_state_dict(load_checkpoint(path))
+        self.run_dir = path.parent.parent
+        log.info("resumed %s at round %d", path, self.round)
+
+    def _new_run(self) -> None:
+        output, name = Path(self.config.output), self.config.name
+        last = latest_run(output, name)
+        version = int(last.name[8:]) + 1 if last is not None else 0
+        self.run_dir = output / name / f"version_{version}"
+        self.run_dir.mkdir(parents=True)
+        if self.recipe is not None:
+            (self.run_dir / "config.yaml").write_text(self.recipe)
+        log.info("run folder: %s (tensorboard --logdir %s)", self.run_dir, self.run_dir)
+
+    def _run_dir(self) -> Path:
+        if self.run_dir is None:
+            self._new_run()
+        assert self.run_dir is not None
+        return self.run_dir
+
+    def _server_logger(self) -> TensorBoardLogger:
+        return TensorBoardLogger(
+            self._run_dir(), name="", version="server", default_hp_metric=False
+        )
+
+
+def _metric(value: Any) -> bool:
+    return isinstance(value, float)
+
+
+def _mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Unweighted mean over clients of every metric (the paper's mean client score)."""
+    keys = dict.fromkeys(k for r in rows for k, v in r.items() if _metric(v))
+    mean = {k: sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
+    return {"client": "mean", "modality": "-", **mean}
+
+
+def _main_metric(row: dict[str, Any]) -> str:
+    keys = [k for k in row if _metric(row[k])]
+    preferred = [k for k in keys if k.endswith(("/acc", "/dice", "/psnr", "/vif"))]
+    return (preferred or keys or ["-"])[0]

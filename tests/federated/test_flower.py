@@ -1,0 +1,148 @@
+"""The federation on Flower: a real deployment on loopback (a SuperLink and two SuperNodes as
+separate processes) against the in-process engine, a SuperNode killed mid-round, and
+``--federation.backend flower`` (Flower's simulation) through the CLI.
+
+Equality: the Flower run and the in-process run end with the same shared weights and bank,
+bit for bit, when torch uses the same number of threads in every process (here 1: the
+SuperNodes' processes get OMP_NUM_THREADS=1, the in-process run ``torch.set_num_threads(1)``).
+With different thread counts, convolutions sum in another order and AdamW turns those last-bit
+differences of near-zero gradients into steps of up to the learning rate (1e-3 seen).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("flwr", reason="Flower is not installed: pip install 'omnifm[flower]'")
+
+from omnifm.cli import OmniFMCLI
+from omnifm.federated.checkpoint import load_checkpoint
+from omnifm.federated.flower import LocalDeployment
+
+from ..tiny_recipes import write_recipe
+
+LINK = "omnifm-test"
+BANK_KEYS = ("vectors", "ids", "modality", "hits", "counts", "owners", "modalities")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
+    """A SuperLink and SuperNodes for clients ct and mri; their ClientApps run 1 thread."""
+    folder = tmp_path_factory.mktemp("flower")
+    with LocalDeployment(folder, ["ct", "mri"], LINK, {"OMP_NUM_THREADS": "1"}) as link:
+        yield link
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def fit(recipe: Path, output: Path, *args: str) -> list[dict]:
+    """``omnifm fit`` without validation between rounds: fewer messages, same weights."""
+    config = ["--config", str(recipe), f"--federation.output={output}", "--federation.eval_every=9"]
+    return OmniFMCLI(["fit", *config, *args]).results
+
+
+def last_state(output: Path, name: str) -> dict:
+    return load_checkpoint(output / name / "version_0" / "checkpoints" / "last.pt")
+
+
+def assert_same_server_state(flower: dict, inprocess: dict) -> None:
+    assert flower["round"] == inprocess["round"] == 2
+    shared, reference = flower["server"]["shared"], inprocess["server"]["shared"]
+    assert list(shared) == list(reference)
+    for key, value in reference.items():
+        assert torch.equal(shared[key], value), key
+    bank, reference_bank = flower["server"]["bank"], inprocess["server"]["bank"]
+    assert len(reference_bank["vectors"]) > 0
+    for key in BANK_KEYS:
+        a, b = bank[key], reference_bank[key]
+        assert torch.equal(a, b) if torch.is_tensor(b) else a == b, key
+    assert flower["server"]["sampler"]["history"] == inprocess["server"]["sampler"]["history"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], dict]:
+    """The tiny recipe (two phantom sites, 2 rounds, seed 0), its in-process test rows and
+    final state, with one torch thread."""
+    folder = tmp_path_factory.mktemp("reference")
+    recipe = write_recipe(folder, "tiny")
+    with torch_threads(1):
+        rows = fit(recipe, folder / "inprocess")
+    return recipe, rows, last_state(folder / "inprocess", "tiny")
+
+
+def test_simulation_through_the_cli_matches_in_process(reference, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="Flower's simulation needs Ray: pip install 'omnifm[flower]'")
+    recipe, reference_rows, reference_state = reference
+    # a simulated client is a Ray actor with 1 CPU, whose torch runs 1 thread
+    rows = fit(recipe, tmp_path, "--federation.backend=flower")
+    assert [r["client"] for r in rows] == ["ct", "mri", "mean"]
+    assert_same_server_state(last_state(tmp_path, "tiny"), reference_state)
+    for got, want in zip(rows, reference_rows, strict=True):
+        assert got["test/acc"] == pytest.approx(want["test/acc"])
+
+
+@pytest.mark.slow
+def test_deployment_ends_where_the_in_process_engine_ends(
+    reference, deployment: LocalDeployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe, _, reference_state = reference
+    monkeypatch.setenv("FLWR_HOME", str(deployment.home))
+    # submitted to the SuperLink (flwr run), trained on the two SuperNodes
+    link = f"--federation.flower.superlink={LINK}"
+    rows = fit(recipe, tmp_path, "--federation.backend=flower", link)
+    assert rows == []  # a deployment's results stay in the run folder on the SuperLink side
+    state = last_state(tmp_path, "tiny")
+    assert_same_server_state(state, reference_state)
+    assert state["personal"] == {}  # personal states never left the sites
+    results = (tmp_path / "tiny" / "version_0" / "results.csv").read_text()
+    assert results.startswith("client,modality") and "\nmean," in results
+
+
+@pytest.mark.slow
+def test_a_killed_supernode_is_left_out_and_the_round_completes(
+    deployment: LocalDeployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd
+) -> None:
+    # Prepare: kill mri's SuperNode (and its ClientApp) as soon as round 1 reaches it
+    recipe = write_recipe(tmp_path, "kill", rounds=1)
+    monkeypatch.setenv("FLWR_HOME", str(deployment.home))
+    seen = deployment.log("mri").count("Receiving: train message")
+
+    def kill_mid_round() -> None:
+        deployment.wait_for("mri", "Receiving: train message", timeout=300, count=seen + 1)
+        deployment.kill("mri")
+
+    killer = threading.Thread(target=kill_mid_round, daemon=True)
+    killer.start()
+    # Execute
+    fit(
+        recipe,
+        tmp_path / "flower",
+        "--federation.backend=flower",
+        f"--federation.flower.superlink={LINK}",
+        "--federation.min_clients=1",
+    )
+    killer.join(timeout=10)
+    # Assert: round 1 aggregated ct alone; mri is reported, not fatal
+    assert deployment.procs["mri"].poll() is not None
+    state = last_state(tmp_path / "flower", "kill")
+    assert state["round"] == 1 and state["server"]["sampler"]["history"] == [["ct", "mri"]]
+    out = capfd.readouterr().out  # the ServerApp's log, streamed by flwr run
+    assert "mri failed and is left out of round 1" in out and "Node Unavailable" in out
+    assert "round 1: 1 replies" in out
+    results = (tmp_path / "flower" / "kill" / "version_0" / "results.csv").read_text()
+    ct, mri = (line for line in results.splitlines() if line.startswith(("ct,", "mri,")))
+    assert "Unavailable" in mri and "Unavailable" not in ct  # mri's node is gone by the test
