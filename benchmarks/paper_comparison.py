@@ -67,12 +67,14 @@ SUITES: dict[str, Suite] = {
 }
 
 
-def run_name(method: str, participation: float, seed: int) -> str:
+def run_name(method: str, participation: float, seed: int | str) -> str:
     slug = method.replace("OmniFM w/o ", "OmniFM-no").replace(" ", "")
     return f"{slug}_p{participation:g}_s{seed}"
 
 
-def command(suite: Suite, method: str, participation: float, seed: int, args: argparse.Namespace):
+def command(
+    suite: Suite, method: str, participation: float, seed: int | str, args: argparse.Namespace
+) -> list[str]:
     """The ``omnifm fit`` command of one run (list of arguments)."""
     cmd = [
         "omnifm",
@@ -201,7 +203,7 @@ def main() -> None:
         results.setdefault(key, []).append(mean_row(folder))
         curves.setdefault(key, []).append(curve(folder, suite.curve))
         walls.setdefault(key, []).append(wall)
-        commands.setdefault(key, shlex.join(cmd).replace(f"seed={seed}", "seed=SEED"))
+        commands.setdefault(key, shlex.join(command(suite, method, part, "SEED", args)))
     elapsed = time.perf_counter() - total
 
     result = Path(args.result) if args.result else HERE / f"{args.suite}.md"
