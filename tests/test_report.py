@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from omnifm.cli import OmniFMCLI, main
+from omnifm.__main__ import main
+from omnifm.cli import OmniFMCLI
 from omnifm.report import load_run
 
 from .tiny_recipes import TINY_CLASSIFIER, write_recipe

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -92,13 +91,8 @@ class OmniFMCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``omnifm`` console script (``omnifm report`` is ``omnifm.report``)."""
-    argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] == ["report"]:
-        from omnifm.report import main as report
-
-        report(argv[1:])
-        return
+    """Run the LightningCLI (``omnifm fit|validate|test``); the console script is
+    ``omnifm.__main__.main``, which also knows ``omnifm report``."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     OmniFMCLI(args)
 
