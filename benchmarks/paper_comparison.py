@@ -22,12 +22,15 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +41,14 @@ REPO = HERE.parent
 PLAIN = ["--model.init_args.stack=null"]
 STACK = "--model.init_args.stack.init_args"
 METHODS: dict[str, list[str]] = {
+    # super-resolution's reference: the untrained model, whose zero-initialised head makes it
+    # exactly bicubic interpolation (one round of zero local steps, then the test)
+    "Bicubic": [
+        "--federation.strategy=FedAvg",
+        *PLAIN,
+        "--federation.rounds=1",
+        "--trainer.max_steps=0",
+    ],
     "FedAvg": ["--federation.strategy=FedAvg", *PLAIN],
     "FedProx": ["--federation.strategy=FedProx", *PLAIN],
     "FedPer": ["--federation.strategy=FedPer", *PLAIN],
@@ -62,8 +73,31 @@ class Suite:
     overrides: list[str] = field(default_factory=list)
 
 
+DENSE = ("FedAvg", "FedPer", "OmniFM")
+SR = ("Bicubic", *DENSE)
 SUITES: dict[str, Suite] = {
+    # generated phantoms, no files needed: to try the driver anywhere (and its smoke test)
+    "quickstart": Suite("recipes/quickstart.yaml", ("test/acc", "test/f1"), "val/acc"),
     "classification": Suite("recipes/classification.yaml", ("test/acc", "test/f1"), "val/acc"),
+    "super_resolution_x2": Suite(
+        "recipes/super_resolution.yaml", ("test/psnr", "test/ssim"), "val/psnr", SR
+    ),
+    "super_resolution_x4": Suite(
+        "recipes/super_resolution.yaml",
+        ("test/psnr", "test/ssim"),
+        "val/psnr",
+        SR,
+        ["--model.init_args.scale=4", "--data=datamodules/breakhis_x4.yaml"],
+    ),
+    "segmentation": Suite(
+        "recipes/segmentation.yaml", ("test/dice", "test/iou"), "val/dice", DENSE
+    ),
+    "vqa": Suite(
+        "recipes/vqa.yaml", ("test/acc", "test/acc_closed", "test/acc_open"), "val/acc", DENSE
+    ),
+    "fusion": Suite(
+        "recipes/fusion.yaml", ("test/vif", "test/ssim_mri", "test/ssim_partner"), "val/vif", DENSE
+    ),
 }
 
 
@@ -81,7 +115,6 @@ def command(
         "fit",
         "--config",
         suite.recipe,
-        *METHODS[method],
         f"--federation.participation={participation:g}",
         f"--federation.seed={seed}",
         f"--seed_everything={seed}",
@@ -92,7 +125,9 @@ def command(
         cmd.append(f"--federation.rounds={args.rounds}")
     if args.steps:
         cmd.append(f"--trainer.max_steps={args.steps}")
-    return [*cmd, *suite.overrides, *args.extra]
+    # the method's overrides win over the suite's and the budget (Bicubic: zero steps), the
+    # user's --extra over everything
+    return [*cmd, *suite.overrides, *METHODS[method], *args.extra]
 
 
 def run_dir(args: argparse.Namespace, name: str) -> Path:
@@ -104,8 +139,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def run_one(cmd: list[str], folder: Path, log: Path) -> float:
-    """Run ``cmd`` unless ``folder`` already holds its results; return the wall seconds."""
+def run_one(cmd: list[str], folder: Path, log: Path, threads: int) -> float:
+    """Run ``cmd`` with ``threads`` torch threads unless ``folder`` already holds its results;
+    return the wall seconds."""
     done = folder / "results.csv"
     if done.is_file():
         return (
@@ -120,7 +156,7 @@ def run_one(cmd: list[str], folder: Path, log: Path) -> float:
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(threads)},
         )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -131,6 +167,28 @@ def run_one(cmd: list[str], folder: Path, log: Path) -> float:
 
 def mean_row(folder: Path) -> dict[str, str]:
     return next(r for r in read_csv(folder / "results.csv") if r["client"] == "mean")
+
+
+def suite_wall(folder: Path, seconds: float, started: dt.datetime, ran: bool) -> tuple[float, str]:
+    """Wall seconds of the calls that ran runs of this suite and when the first began, kept in
+    ``folder/suite_wall.json``: redrawing the table from finished runs keeps the time."""
+    path = folder / "suite_wall.json"
+    past = json.loads(path.read_text()) if path.is_file() else {}
+    total = past.get("seconds", 0.0) + (seconds if ran else 0.0)
+    first = past.get("started", f"{started:%Y-%m-%d %H:%M}")
+    if ran:
+        path.write_text(json.dumps({"seconds": total, "started": first}))
+    return total, first
+
+
+def group_scores(folder: Path, metric: str) -> dict[str, float]:
+    """``metric`` averaged over the sites of each data source (``breastmnist-0`` ->
+    ``breastmnist``), to show which hospitals a method serves and which it fails."""
+    scores: dict[str, list[float]] = {}
+    for row in read_csv(folder / "results.csv"):
+        if row["client"] != "mean":
+            scores.setdefault(re.sub(r"-\d+$", "", row["client"]), []).append(float(row[metric]))
+    return {group: statistics.mean(values) for group, values in scores.items()}
 
 
 def curve(folder: Path, metric: str) -> list[tuple[int, float]]:
@@ -150,6 +208,7 @@ def plot(suite: Suite, curves: dict[tuple[str, float], list[list[tuple[int, floa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     parts = sorted({p for _, p in curves})
     fig, axes = plt.subplots(1, len(parts), figsize=(5.5 * len(parts), 4), squeeze=False)
@@ -161,6 +220,7 @@ def plot(suite: Suite, curves: dict[tuple[str, float], list[list[tuple[int, floa
             mean = [statistics.mean(run[i][1] for run in runs) for i in range(len(rounds))]
             ax.plot(rounds, mean, marker="o", ms=3, label=method)
         ax.set(title=f"participation {part:g}", xlabel="round", ylabel=f"mean client {suite.curve}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -174,10 +234,16 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=None)
     parser.add_argument("--ablations", action="store_true", help="also the OmniFM ablations")
     parser.add_argument("--ablation-participation", type=float, default=1.0)
+    parser.add_argument(
+        "--ablation-seeds", nargs="+", type=int, default=None, help="default: --seeds"
+    )
     parser.add_argument("--participation", nargs="+", type=float, default=[1.0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--rounds", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--steps", type=int, default=None, help="local steps per client round")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs at once, the cores split between them"
+    )
     parser.add_argument("--out", default="/tmp/omnifm_bench", help="run folders")
     parser.add_argument("--result", default=None, help="markdown file (default: beside script)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more overrides")
@@ -186,25 +252,41 @@ def main() -> None:
     methods = list(args.methods or suite.methods)
     plan = [(m, p, s) for m in methods for p in args.participation for s in args.seeds]
     if args.ablations:
-        plan += [(m, args.ablation_participation, s) for m in ABLATIONS for s in args.seeds]
+        seeds = args.ablation_seeds or args.seeds
+        plan += [(m, args.ablation_participation, s) for m in ABLATIONS for s in seeds]
+    pending = any(not (run_dir(args, run_name(*job)) / "results.csv").is_file() for job in plan)
     started = dt.datetime.now(dt.UTC)
     total = time.perf_counter()
     results: dict[tuple[str, float], list[dict[str, str]]] = {}
     curves: dict[tuple[str, float], list[list[tuple[int, float]]]] = {}
     walls: dict[tuple[str, float], list[float]] = {}
+    groups: dict[tuple[str, float], list[dict[str, float]]] = {}
     commands: dict[tuple[str, float], str] = {}
-    for i, (method, part, seed) in enumerate(plan, 1):
+    threads = max(1, available_cores() // args.jobs)
+
+    def launch(i: int, method: str, part: float, seed: int) -> float:
         cmd = command(suite, method, part, seed, args)
-        folder = run_dir(args, run_name(method, part, seed))
+        name = run_name(method, part, seed)
+        folder = run_dir(args, name)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        print(f"[{i}/{len(plan)}] {shlex.join(cmd)}", flush=True)
-        wall = run_one(cmd, folder, folder.parent.with_suffix(".log"))
+        sys.stdout.write(f"[{i}/{len(plan)}] {shlex.join(cmd)}\n")  # one write: jobs print too
+        sys.stdout.flush()
+        return run_one(cmd, folder, folder.parent.parent / f"{name}.log", threads)
+
+    with ThreadPoolExecutor(args.jobs) as pool:  # each job is a subprocess
+        futures = [pool.submit(launch, i, *job) for i, job in enumerate(plan, 1)]
+        walls_in_order = [f.result() for f in futures]
+    for (method, part, seed), wall in zip(plan, walls_in_order, strict=True):
+        folder = run_dir(args, run_name(method, part, seed))
         key = (method, part)
         results.setdefault(key, []).append(mean_row(folder))
         curves.setdefault(key, []).append(curve(folder, suite.curve))
         walls.setdefault(key, []).append(wall)
+        groups.setdefault(key, []).append(group_scores(folder, suite.metrics[0]))
         commands.setdefault(key, shlex.join(command(suite, method, part, "SEED", args)))
-    elapsed = time.perf_counter() - total
+    elapsed, started_at = suite_wall(
+        Path(args.out) / args.suite, time.perf_counter() - total, started, pending
+    )
 
     result = Path(args.result) if args.result else HERE / f"{args.suite}.md"
     header = ["method", "participation", "seeds", *suite.metrics, "wall s / run"]
@@ -214,8 +296,9 @@ def main() -> None:
         f"Command: `python benchmarks/paper_comparison.py {shlex.join(sys.argv[1:])}`",
         "",
         f"Machine: {cpu_model()}, {available_cores()} cores usable, load average at the end "
-        f"{load_average()}; started {started:%Y-%m-%d %H:%M} UTC; suite wall time "
-        f"{elapsed / 60:.1f} min (runs reused from an earlier call count 0).",
+        f"{load_average()}; {args.jobs} run(s) at once, {threads} torch thread(s) each; started "
+        f"{started_at} UTC; suite wall time {elapsed / 60:.1f} min (summed over the calls "
+        "that ran its runs; a call that only reuses finished runs adds nothing).",
         "",
         "Mean client test metrics at the last round, mean ± std over seeds:",
         "",
@@ -228,6 +311,17 @@ def main() -> None:
         lines.append(
             f"| {method} | {part:g} | {len(rows)} | " + " | ".join(cells) + f" | {wall:.0f} |"
         )
+    names = list(next(iter(groups.values()))[0]) if groups else []
+    lines += [
+        "",
+        f"{suite.metrics[0]} per data source (mean over its sites, then over seeds):",
+        "",
+        "| method | participation | " + " | ".join(names) + " |",
+        "|" + "---|" * (len(names) + 2),
+    ]
+    for (method, part), runs in groups.items():
+        cells = [fmt([run[n] for run in runs]) for n in names]
+        lines.append(f"| {method} | {part:g} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"![{suite.curve} across rounds]({result.stem}.png)",

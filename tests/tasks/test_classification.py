@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -59,3 +61,25 @@ def test_batch_norm_recalibration_gives_the_data_statistics() -> None:
     hook.remove()
     torch.testing.assert_close(bn.running_mean, torch.stack(inputs).mean(0), atol=1e-3, rtol=0)
     assert bn.momentum == 0.1
+
+
+def test_recalibration_reads_at_most_recalibrate_batches_of_the_training_data() -> None:
+    # Prepare: 5 training batches of 4 images; the task records what recalibration reads
+    data = [{"image": torch.rand(1, 16, 16), "label": torch.tensor(0)} for _ in range(20)]
+    train = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True)
+    datamodule = SimpleNamespace(train_dataloader=lambda: train)
+    seen: dict[int | None, int] = {}
+    for limit in (2, None):
+        model = ClassificationTask(
+            3, 1, backbone="test_resnet", embed_dim=16, recalibrate_batches=limit
+        )
+        model._trainer = SimpleNamespace(datamodule=datamodule)
+        model.recalibrate_batch_norm = lambda loader, limit=limit: seen.update(
+            {limit: len(list(loader))}
+        )
+        # Execute
+        model._recalibrate_on_train_data()
+    # Assert
+    assert seen == {2: 2, None: 5}
+    with pytest.raises(ValueError, match="recalibrate_batches"):
+        ClassificationTask(3, 1, backbone="test_resnet", recalibrate_batches=0)
