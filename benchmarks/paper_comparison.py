@@ -5,16 +5,19 @@ seed, budget), started as a subprocess, so every number here is reproducible by 
 printed in the result file. Runs already finished in ``--out`` are reused, so an interrupted
 suite resumes where it stopped. The result file ``<suite>.md`` beside this script holds a table
 of mean client test metrics (mean +- std over seeds), the per-method commands, the machine and
-the wall time, and ``<suite>.png`` the validation metric across rounds.
+the wall time, a table of the first metric per data source, and ``<suite>.png`` the
+validation metric across rounds. ``--jobs N`` runs N runs at once, the cores split between them.
 
 Methods: the baselines (FedAvg, FedProx, FedPer, FedBN) train the plain backbone and head
 (``stack: null``), as in the paper; OmniFM adds the stack; the ablations switch one OmniFM
-component off.
+component off; Bicubic (super-resolution suites) is the untrained model.
 
 Example:
-    python benchmarks/paper_comparison.py classification --seeds 0 1 2 --participation 0.2 1.0
-    python benchmarks/paper_comparison.py classification --methods FedAvg OmniFM --seeds 0 \\
-        --rounds 1 --steps 1 --extra --model.init_args.backbone=test_resnet --out /tmp/smoke
+    python benchmarks/paper_comparison.py classification --seeds 0 1 2 --participation 0.2 1.0 \\
+        --ablations --rounds 5 --steps 8 --jobs 2
+    python benchmarks/paper_comparison.py segmentation --jobs 2
+    python benchmarks/paper_comparison.py quickstart --methods FedAvg OmniFM --rounds 1 \\
+        --steps 1 --extra --model.init_args.backbone=test_resnet --out /tmp/smoke
 """
 
 from __future__ import annotations
