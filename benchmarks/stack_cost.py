@@ -149,7 +149,7 @@ def main() -> None:
     lines = [
         "# OmniFM stack cost: training images per second, stack on against the plain backbone",
         "",
-        f"Command: `python benchmarks/stack_cost.py {shlex.join(sys.argv[1:])}`",
+        f"Command: `{shlex.join(['python', 'benchmarks/stack_cost.py', *sys.argv[1:]])}`",
         "",
         f"Machine: {cpu_model()}, {available_cores()} cores usable, device {device}, torch "
         f"threads {args.threads}; load average at the end {load_average()}; started "
