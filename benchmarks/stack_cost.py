@@ -5,9 +5,18 @@ backbone and head (``stack: null``, what the baselines train). Goal: at most 1.1
 Each task's model and data come from its recipe, through the same CLI a user runs. A client's
 local fit is a Lightning ``Trainer.fit`` on the first client's training data, as in a federated
 round; a callback times each optimizer step (forward, task loss + SPAlign, backward, step) and
-leaves out data loading, which is the same with and without the stack. The stack-on model gets
-a bank filled to the federation's capacity, so retrieval costs what it costs in a late round.
-Stack on and off alternate, ``--repeats`` times each, and the median is reported.
+leaves out data loading, which is the same with and without the stack. The stack-on model
+gets a bank filled to the federation's capacity, so retrieval costs what it costs in a late
+round.
+
+The speed of a shared machine drifts by 2x within seconds (a fixed convolution timed every
+0.2 s for a minute here took 3.1 to 6.6 ms), so fits run one after the other compare the
+machine's moments, not the models. The plain and the OmniFM fit therefore run side by side
+in two threads and take turns, ``--block`` steps at a time (the other waits): one step on a
+CPU, so each step of one has a step of the other beside it in time, and 5 on a GPU, where the
+device is synchronised only at the ends of a block, so that the steps inside it overlap (the
+host queues the next step while the GPU runs this one) as in any fit. Each variant's rate is
+the median images per second over all its timed blocks of ``--repeats`` such paired fits.
 
 Example:
     python benchmarks/stack_cost.py                                   # the five real-data recipes
@@ -24,6 +33,7 @@ import os
 import shlex
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,26 +55,74 @@ RECIPES: dict[str, tuple[str, str]] = {
 GOAL = 1.15
 
 
-class StepTimer(Callback):
-    """Seconds and images of each training step after the first ``warmup`` steps."""
+class Turns:
+    """Two fits in two threads take turns (the one whose turn it is not waits), so a shared
+    machine's drifting speed hits both alike. ``pass_on`` hands the turn over and waits for it
+    to come back; ``finish`` hands it over for good."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.seconds, self.images = warmup, 0.0, 0
-        self._start = 0.0
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._turn, self._done = 0, [False, False]
+
+    def wait(self, me: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._turn == me or self._done[1 - me])
+
+    def pass_on(self, me: int) -> None:
+        with self._cond:
+            self._turn = 1 - me
+            self._cond.notify_all()
+        self.wait(me)
+
+    def finish(self, me: int) -> None:
+        with self._cond:
+            self._done[me], self._turn = True, 1 - me
+            self._cond.notify_all()
+
+
+class StepTimer(Callback):
+    """Images per second of each block of ``block`` training steps after the first ``warmup``
+    steps; the fit hands the turn to the other variant's fit after each block (and after each
+    warm-up step). The device is synchronised only at the ends of a block, so on a GPU the
+    steps inside a block overlap as they do in any fit."""
+
+    def __init__(self, warmup: int, block: int, turns: Turns, me: int) -> None:
+        self.warmup, self.block, self.turns, self.me = warmup, block, turns, me
+        self.rates: list[float] = []
+        self._open, self._first, self._start, self._images = False, 0, 0.0, 0
 
     def _sync(self, module: LightningModule) -> None:
         if module.device.type == "cuda":
             torch.cuda.synchronize(module.device)
 
+    def on_train_start(self, trainer: Trainer, module: LightningModule) -> None:
+        self.turns.wait(self.me)
+
     def on_train_batch_start(self, trainer: Trainer, module: LightningModule, batch, idx) -> None:
-        self._sync(module)
-        self._start = time.perf_counter()
+        if not self._open:
+            self._sync(module)
+            self._open, self._first, self._images = True, trainer.global_step, 0
+            self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: Trainer, module: LightningModule, out, batch, idx):
-        self._sync(module)
-        if trainer.global_step > self.warmup:
-            self.seconds += time.perf_counter() - self._start
-            self.images += batch_images(batch)
+        self._images += batch_images(batch)
+        done = trainer.global_step  # steps finished, this one included
+        if (
+            done <= self.warmup
+            or (done - self.warmup) % self.block == 0
+            or done >= trainer.max_steps
+        ):
+            self._sync(module)
+            if self._first >= self.warmup:
+                self.rates.append(self._images / (time.perf_counter() - self._start))
+            self._open = False
+            self.turns.pass_on(self.me)
+
+    def on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
+        self.turns.finish(self.me)
+
+    def on_exception(self, trainer: Trainer, module: LightningModule, error: BaseException):
+        self.turns.finish(self.me)
 
 
 def batch_images(batch: dict[str, Any]) -> int:
@@ -75,7 +133,8 @@ def build(recipe: str, stack_on: bool, extra: list[str]) -> tuple[LightningModul
     """The recipe's model, first client's datamodule and federation config, via the CLI."""
     from omnifm.cli import OmniFMCLI
 
-    args = ["--config", recipe, *([] if stack_on else ["--model.init_args.stack=null"]), *extra]
+    # ``stack=null`` comes last, so an override of the stack's own arguments cannot bring it back
+    args = ["--config", recipe, *extra, *([] if stack_on else ["--model.init_args.stack=null"])]
     cli = OmniFMCLI(args=args, run=False)
     data = cli.datamodule
     data.prepare_data()
@@ -96,56 +155,83 @@ def full_bank(model: Any, capacity: int, modalities: int = 3) -> None:
     model.bank = bank.snapshot()
 
 
-def images_per_second(recipe: str, stack_on: bool, args: argparse.Namespace) -> tuple[float, int]:
-    model, datamodule, federation = build(recipe, stack_on, args.extra)
-    if stack_on and model.stack is not None and model.stack.tokenizer is not None:
-        full_bank(model, federation.bank.capacity)
-    timer = StepTimer(args.warmup)
-    trainer = Trainer(
-        max_steps=args.warmup + args.steps,
-        max_epochs=-1,
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        callbacks=[timer],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(model, datamodule=datamodule)
-    params = sum(p.numel() for p in model.parameters())
-    return timer.images / timer.seconds, params
+def paired_fit(recipe: str, args: argparse.Namespace) -> tuple[list[list[float]], list[int]]:
+    """Images per second of each timed block, and the parameters, of the plain model (index 0)
+    and the OmniFM model (index 1), each in its own ``Trainer.fit``; the two fits run side by
+    side in two threads and take turns block by block."""
+    turns, fits, errors = Turns(), [], []
+    for stack_on in (False, True):
+        model, datamodule, federation = build(recipe, stack_on, args.extra)
+        if stack_on and model.stack is not None and model.stack.tokenizer is not None:
+            full_bank(model, federation.bank.capacity)
+        timer = StepTimer(args.warmup, args.block, turns, me=int(stack_on))
+        trainer = Trainer(
+            max_steps=args.warmup + args.steps,
+            max_epochs=-1,
+            accelerator="auto",
+            devices=1,
+            logger=False,
+            callbacks=[timer],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+        )
+        fits.append((trainer, model, datamodule, timer))
+
+    def fit(trainer: Trainer, model: LightningModule, datamodule: Any, timer: StepTimer) -> None:
+        torch.set_num_threads(args.threads)  # per thread: the intra-op pool is thread-local
+        try:
+            trainer.fit(model, datamodule=datamodule)
+        except BaseException as error:  # re-raised in the main thread below
+            errors.append(error)
+            turns.finish(timer.me)
+
+    threads = [threading.Thread(target=fit, args=f) for f in fits]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    rates = [timer.rates for *_, timer in fits]
+    return rates, [sum(p.numel() for p in model.parameters()) for _, model, *_ in fits]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     parser.add_argument("--data", choices=["real", "phantom"], default="real")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per fit")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per fit")
+    parser.add_argument(
+        "--block", type=int, default=None, help="steps per turn (default: 1 on CPU, 5 on GPU)"
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--repeats", type=int, default=3, help="fits per variant (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="paired fits (median)")
     parser.add_argument("--threads", type=int, default=available_cores(), help="torch threads")
     parser.add_argument("--out", default=str(HERE / "stack_cost.md"))
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more overrides")
     args = parser.parse_args()
+    args.block = args.block or (5 if torch.cuda.is_available() else 1)
     torch.set_num_threads(args.threads)
     os.chdir(REPO)  # recipes name data relative to the repository root
     started, total = dt.datetime.now(dt.UTC), time.perf_counter()
     rows = []
     for task in args.tasks:
         recipe = RECIPES[task][args.data == "phantom"]
-        runs: dict[bool, list[float]] = {False: [], True: []}
-        params: dict[bool, int] = {}
+        blocks: list[list[float]] = [[], []]  # every timed block's rate, per variant
+        runs: list[list[float]] = [[], []]  # each fit's median block, to show the spread
         for _ in range(args.repeats):
-            for stack_on in (False, True):  # alternate, so drifting load hits both alike
-                ips, params[stack_on] = images_per_second(recipe, stack_on, args)
-                runs[stack_on].append(ips)
-        plain, omnifm = (statistics.median(runs[k]) for k in (False, True))
+            rates, params = paired_fit(recipe, args)
+            for variant, fit_rates in enumerate(rates):
+                blocks[variant] += fit_rates
+                runs[variant].append(statistics.median(fit_rates))
+        # medians, so a stall of the machine in a few steps does not move the result
+        plain, omnifm = (statistics.median(b) for b in blocks)
         rows.append((task, recipe, plain, omnifm, plain / omnifm, params, runs))
         print(f"{task}: plain {plain:.1f} img/s, OmniFM {omnifm:.1f} img/s, {plain / omnifm:.3f}x")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
     lines = [
         "# OmniFM stack cost: training images per second, stack on against the plain backbone",
         "",
@@ -156,18 +242,20 @@ def main() -> None:
         f"{started:%Y-%m-%d %H:%M} UTC; wall time {(time.perf_counter() - total) / 60:.1f} min.",
         "",
         f"Each fit: {args.warmup} untimed + {args.steps} timed steps on the first client's "
-        f"training data ({args.data} data), median of {args.repeats} fits per variant. "
+        f"training data ({args.data} data); the plain and the OmniFM fit run side by side and "
+        f"take turns, {args.block} step(s) at a time; each variant's rate is the median images "
+        f"per second over all its timed blocks of {args.repeats} such paired fits. "
         f"Slowdown = plain img/s / OmniFM img/s; goal at most {GOAL}x.",
         "",
         "| task | recipe | plain img/s | OmniFM img/s | slowdown | goal | params plain | "
-        "params OmniFM | all fits plain / OmniFM (img/s) |",
+        "params OmniFM | median of each fit, plain / OmniFM (img/s) |",
         "|---|---|---:|---:|---:|:---:|---:|---:|---|",
     ]
     for task, recipe, plain, omnifm, ratio, params, runs in rows:
-        fits = " / ".join(", ".join(f"{x:.1f}" for x in runs[k]) for k in (False, True))
+        fits = " / ".join(", ".join(f"{x:.1f}" for x in r) for r in runs)
         lines.append(
             f"| {task} | `{recipe}` | {plain:.1f} | {omnifm:.1f} | {ratio:.3f}x | "
-            f"{'met' if ratio <= GOAL else 'missed'} | {params[False]:,} | {params[True]:,} | "
+            f"{'met' if ratio <= GOAL else 'missed'} | {params[0]:,} | {params[1]:,} | "
             f"{fits} |"
         )
     Path(args.out).write_text("\n".join(lines) + "\n")

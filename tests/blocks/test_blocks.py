@@ -5,6 +5,7 @@ import torch
 
 from omnifm.bank import SpectralBank
 from omnifm.blocks import (
+    DenseBridge,
     EmbeddingCrossAttention,
     OmniFMStack,
     PrefixSuffixPrompt,
@@ -115,3 +116,18 @@ def test_all_off_without_layers_is_identity_and_empty_bank_is_fine() -> None:
     full = OmniFMStack(16, 8, low_pass_size=8)
     out = full(torch.rand(2, 1, 16, 16), tokens, SpectralBank(8))
     assert out.hit_ids.shape == (2, 0) and out.align.item() == 0.0
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_a_fresh_dense_bridge_leaves_the_features_as_they_are(spatial_dims: int) -> None:
+    bridge = DenseBridge(channels=4, dim=8, patch=2, spatial_dims=spatial_dims)
+    x = torch.randn(2, 4, *[6] * spatial_dims)
+    tokens = bridge.tokens(x)
+    assert tokens.shape == (2, 3**spatial_dims, 8)
+    enriched = torch.randn_like(tokens, requires_grad=True)
+    suffix = torch.randn(2, 8, requires_grad=True)
+    out = bridge.fuse(x, enriched, suffix)
+    torch.testing.assert_close(out, x)  # a fresh model with the stack is the plain model
+    out.square().sum().backward()  # and its zero layers learn from the first step
+    assert bridge.unembed.weight.grad.abs().sum() > 0
+    assert bridge.film.weight.grad.abs().sum() > 0

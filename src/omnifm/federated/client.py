@@ -110,7 +110,9 @@ class Client:
         personal = set(self.initial_personal)
         self.personal = {k: state[k] for k in personal}
         self.steps += trainer.global_step
-        hits = torch.cat(model.hit_ids).reshape(-1) if model.hit_ids else torch.empty(0).long()
+        hits = (
+            torch.cat(model.hit_ids).reshape(-1).cpu() if model.hit_ids else torch.empty(0).long()
+        )
         model.hit_ids = []
         ids, counts = hits.unique(return_counts=True)
         return FitRes(

@@ -154,7 +154,9 @@ class OmniFMTask(LightningModule):
                 extra = self.extra_loss(self)
                 loss = loss + extra
                 log["train/client_term"] = extra
-            self.hit_ids.append(out.hit_ids.detach().cpu())
+            # kept on the device: a .cpu() here would stall a GPU every step (the client moves
+            # them once, at the end of the fit)
+            self.hit_ids.append(out.hit_ids.detach())
         log[f"{stage}/loss"] = loss
         self.log_dict(log, on_step=False, on_epoch=True, batch_size=batch_size)
         metrics = getattr(self, f"{stage}_metrics")
