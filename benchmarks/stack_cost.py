@@ -118,12 +118,6 @@ class StepTimer(Callback):
             self._open = False
             self.turns.pass_on(self.me)
 
-    def on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
-        self.turns.finish(self.me)
-
-    def on_exception(self, trainer: Trainer, module: LightningModule, error: BaseException):
-        self.turns.finish(self.me)
-
 
 def batch_images(batch: dict[str, Any]) -> int:
     return next(v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor))
@@ -186,6 +180,7 @@ def paired_fit(recipe: str, args: argparse.Namespace) -> tuple[list[list[float]]
             trainer.fit(model, datamodule=datamodule)
         except BaseException as error:  # re-raised in the main thread below
             errors.append(error)
+        finally:  # done or failed: the other fit no longer waits for this one
             turns.finish(timer.me)
 
     threads = [threading.Thread(target=fit, args=f) for f in fits]
