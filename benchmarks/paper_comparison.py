@@ -200,6 +200,17 @@ def curve(folder: Path, metric: str) -> list[tuple[int, float]]:
     return [(int(r["round"]), float(r[metric])) for r in rows]
 
 
+def last_fifth_change(runs: list[list[tuple[int, float]]]) -> float | None:
+    """How much the seed-mean validation curve moved over the last fifth of the rounds (its
+    last value minus its value where the last fifth starts); ``None`` for short curves. The
+    protocol calls a suite converged when this is under 0.01 for the best method."""
+    if not runs or len(runs[0]) < 5:
+        return None
+    n = min(len(run) for run in runs)
+    mean = [statistics.mean(run[i][1] for run in runs) for i in range(n)]
+    return mean[-1] - mean[n - 1 - max(1, n // 5)]
+
+
 def fmt(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
@@ -292,7 +303,14 @@ def main() -> None:
     )
 
     result = Path(args.result) if args.result else HERE / f"{args.suite}.md"
-    header = ["method", "participation", "seeds", *suite.metrics, "wall s / run"]
+    header = [
+        "method",
+        "participation",
+        "seeds",
+        *suite.metrics,
+        "val change, last fifth",
+        "wall s / run",
+    ]
     lines = [
         f"# {args.suite}: OmniFM against the baselines",
         "",
@@ -303,7 +321,9 @@ def main() -> None:
         f"{started_at} UTC; suite wall time {elapsed / 60:.1f} min (summed over the calls "
         "that ran its runs; a call that only reuses finished runs adds nothing).",
         "",
-        "Mean client test metrics at the last round, mean ± std over seeds:",
+        "Mean client test metrics at the last round, mean ± std over seeds; `val change, last "
+        f"fifth`: how much the seed-mean {suite.curve} moved over the last fifth of the rounds "
+        "(converged: under 0.01 for the best method):",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -311,8 +331,12 @@ def main() -> None:
     for (method, part), rows in results.items():
         cells = [fmt([float(r[m]) for r in rows]) for m in suite.metrics]
         wall = statistics.mean(walls[(method, part)])
+        change = last_fifth_change(curves[(method, part)])
+        moved = "-" if change is None else f"{change:+.4f}"
         lines.append(
-            f"| {method} | {part:g} | {len(rows)} | " + " | ".join(cells) + f" | {wall:.0f} |"
+            f"| {method} | {part:g} | {len(rows)} | "
+            + " | ".join(cells)
+            + f" | {moved} | {wall:.0f} |"
         )
     names = list(next(iter(groups.values()))[0]) if groups else []
     lines += [

@@ -36,7 +36,7 @@ def small_data(config: str, root: Path, folder: Path, **client_args) -> Path:
 
 
 def test_two_round_polyp_segmentation_run(polyp_dir: Path, tmp_path: Path) -> None:
-    data = small_data("datamodules/polyp.yaml", polyp_dir, tmp_path, size=32, max_items=24)
+    data = small_data("datamodules/polyp.yaml", polyp_dir.parent, tmp_path, size=32, max_items=24)
     cli = OmniFMCLI(
         [
             "fit",
@@ -60,7 +60,7 @@ def test_two_round_polyp_segmentation_run(polyp_dir: Path, tmp_path: Path) -> No
 def test_two_round_breakhis_super_resolution_run(breakhis_dir: Path, tmp_path: Path) -> None:
     data = small_data(
         "datamodules/breakhis.yaml",
-        breakhis_dir,
+        breakhis_dir.parent,
         tmp_path,
         patch_size=32,
         patches_per_image=2,

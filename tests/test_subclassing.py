@@ -36,7 +36,9 @@ def test_custom_task_trains_federated_through_the_cli(tmp_path: Path) -> None:
     with (run / "history.csv").open() as f:
         history = list(csv.DictReader(f))
     assert {(r["round"], r["stage"]) for r in history} == {
+        ("1", "bank"),
         ("1", "validate"),
+        ("2", "bank"),
         ("2", "validate"),
         ("2", "test"),
     }

@@ -131,14 +131,21 @@ class SpectralBank:
         """A read-only copy for clients; retrieving from it gives the same result as the bank."""
         return BankSnapshot(self.vectors.clone(), self.ids.clone(), tuple(self.modalities))
 
+    def positions(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Positions of the entries with these ids, and which of ``ids`` (flattened) are
+        still in the bank: ``(positions of the found ones, found mask)``."""
+        ids = ids.detach().reshape(-1).cpu().long()
+        if len(self) == 0:
+            return ids[:0], torch.zeros(ids.shape, dtype=torch.bool)
+        pos = torch.searchsorted(self.ids, ids).clamp_max(len(self) - 1)
+        found = self.ids[pos] == ids
+        return pos[found], found
+
     def record_hits(self, ids: Tensor) -> None:
         """Count retrievals of entry ids (any shape; ids no longer in the bank are ignored)."""
-        ids = ids.detach().reshape(-1).cpu().long()
-        if len(self) == 0 or ids.numel() == 0:
-            return
-        pos = torch.searchsorted(self.ids, ids).clamp_max(len(self) - 1)
-        pos = pos[self.ids[pos] == ids]
-        self.hits += torch.bincount(pos, minlength=len(self))
+        pos, _ = self.positions(ids)
+        if pos.numel():
+            self.hits += torch.bincount(pos, minlength=len(self))
 
     def entries_of(self, modality: str | None = None, client: str | None = None) -> Tensor:
         """Boolean mask of entries with this modality and/or owned by this client."""

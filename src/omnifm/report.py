@@ -24,7 +24,16 @@ import yaml
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["RunLog", "format_markdown", "load_run", "main", "plot_metric", "summarize", "write"]
+__all__ = [
+    "RunLog",
+    "format_bank_health",
+    "format_markdown",
+    "load_run",
+    "main",
+    "plot_metric",
+    "summarize",
+    "write",
+]
 
 TEXT_COLUMNS = ("stage", "client", "modality", "error")
 LOWER_IS_BETTER = ("loss", "spalign", "mae", "mse", "rmse", "error", "hd95", "lpips")
@@ -58,7 +67,7 @@ class RunLog:
 
     def clients(self) -> list[str]:
         """Client names in the order of the run, with ``mean`` last."""
-        names = list(dict.fromkeys(str(r["client"]) for r in self.rows))
+        names = list(dict.fromkeys(str(r["client"]) for r in self.rows if r["stage"] != "bank"))
         return [n for n in names if n != "mean"] + (["mean"] if "mean" in names else [])
 
     def modality(self, client: str) -> str:
@@ -66,8 +75,13 @@ class RunLog:
 
     def metrics(self) -> list[str]:
         """Metric names without their stage prefix (``acc`` for ``val/acc``), in column order."""
-        names = (k.split("/", 1)[1] for r in self.rows for k in r if "/" in k)
+        rows = (r for r in self.rows if r["stage"] in STAGE_PREFIX)
+        names = (k.split("/", 1)[1] for r in rows for k in r if "/" in k)
         return list(dict.fromkeys(names))
+
+    def bank_health(self) -> list[dict[str, Any]]:
+        """The spectral bank's health rows (``stage == "bank"``), one per round."""
+        return [r for r in self.rows if r["stage"] == "bank"]
 
     def values(self, stage: str, client: str, metric: str) -> list[tuple[int, float]]:
         """``(round, value)`` of ``metric`` for ``client`` in ``stage`` rows, in file order."""
@@ -217,6 +231,40 @@ def summarize(runs: Sequence[RunLog], metrics: Sequence[str] | None = None) -> l
     return rows
 
 
+BANK_COLUMNS = {
+    "entries": "bank/entries",
+    "erank": "bank/erank",
+    "purity": "bank/purity",
+    "chance": "bank/purity_chance",
+    "hit entropy": "bank/hit_entropy",
+    "cos within": "bank/proto_cos_within",
+    "cos across": "bank/proto_cos_across",
+    "token cos": "bank/token_cos_within",
+}
+
+
+def format_bank_health(runs: Sequence[RunLog]) -> str:
+    """The spectral bank's health at the first and last round of each run (markdown; empty
+    for runs without a bank). Prototype cosines within one modality should stay clearly
+    above those across modalities, and purity above chance: otherwise the spectral tokens
+    carry no information."""
+    lines = [
+        "### spectral bank health (cosines of uploaded prototypes; purity: share of "
+        "retrieved entries of the client's own modality)",
+        "",
+        "| run | round | " + " | ".join(BANK_COLUMNS) + " |",
+        "|" + "---|" * (len(BANK_COLUMNS) + 2),
+    ]
+    found = False
+    for run in runs:
+        health = run.bank_health()
+        for row in [health[0], health[-1]] if len(health) > 1 else health:
+            found = True
+            cells = [_cell(row.get(key)) for key in BANK_COLUMNS.values()]
+            lines.append(f"| {run.label} | {row['round']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" if found else ""
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -297,7 +345,7 @@ def write(
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     files = [folder / "results.md", folder / "results.csv"]
-    files[0].write_text(format_markdown(rows))
+    files[0].write_text("\n".join(filter(None, [format_markdown(rows), format_bank_health(runs)])))
     with files[1].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
         writer.writeheader()
@@ -346,6 +394,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (OSError, ValueError) as err:
         parser.error(str(err))
     print(format_markdown(rows))
+    bank = format_bank_health(runs)
+    if bank:
+        print(bank)
     print(f"wrote {len(files)} files to {out}: {', '.join(p.name for p in files)}")
 
 

@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from omnifm.blocks import (
     PrefixSuffixPrompt,
     SpectralTokenizer,
 )
+from omnifm.blocks.tokenizer import SpectralStandardize
+from omnifm.functional import contrastive_spalign_loss, spalign_loss
 
 FLAGS = ("gskr", "eca", "psp", "spalign")
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -44,7 +47,7 @@ def test_tokenizer_volumes_and_too_small_images() -> None:
 
 
 def test_tokenizer_ignores_intensity_scale_and_circular_shift() -> None:
-    tokenizer = SpectralTokenizer(dim=8, low_pass_size=8).double()
+    tokenizer = SpectralTokenizer(dim=8, low_pass_size=8).double().eval()
     x = torch.rand(2, 1, 16, 16, dtype=torch.float64)
     torch.testing.assert_close(tokenizer(3 * torch.roll(x, 4, dims=-1)), tokenizer(x))
 
@@ -131,3 +134,66 @@ def test_a_fresh_dense_bridge_leaves_the_features_as_they_are(spatial_dims: int)
     out.square().sum().backward()  # and its zero layers learn from the first step
     assert bridge.unembed.weight.grad.abs().sum() > 0
     assert bridge.film.weight.grad.abs().sum() > 0
+
+
+def test_spectral_statistics_learn_in_training_only_and_survive_bn_recalibration() -> None:
+    # Prepare: windows whose every bin is N(3, 2^2), far from the initial (0, 1)
+    standardize = SpectralStandardize((4, 4), momentum=0.02)
+    # Execute
+    for _ in range(200):
+        standardize(3 + 2 * torch.randn(64, 4, 4))
+    mean, var = standardize.mean.clone(), standardize.var.clone()
+    standardize.eval()
+    out = standardize(3 + 2 * torch.randn(256, 4, 4))
+    # Assert: running statistics near the truth, frozen in eval, output standardised
+    torch.testing.assert_close(mean, torch.full((4, 4), 3.0), atol=0.3, rtol=0)
+    torch.testing.assert_close(var, torch.full((4, 4), 4.0), atol=0.8, rtol=0)
+    assert torch.equal(standardize.mean, mean)
+    assert abs(out.mean().item()) < 0.2 and abs(out.std().item() - 1) < 0.2
+
+
+def test_batch_norm_recalibration_leaves_the_spectral_statistics_alone() -> None:
+    from omnifm.tasks import ClassificationTask
+
+    def factory(dim: int) -> OmniFMStack:
+        return OmniFMStack(dim, spectral_dim=8, low_pass_size=8, num_layers=1)
+
+    task = ClassificationTask(4, 1, backbone="test_resnet", embed_dim=16, stack=factory)
+    before = {k: v.clone() for k, v in task.state_dict().items() if "standardize" in k}
+    task.recalibrate_batch_norm([{"image": torch.rand(8, 1, 16, 16)}])
+    after = {k: v for k, v in task.state_dict().items() if "standardize" in k}
+    assert before and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_the_task_loss_sends_gradient_into_the_tokenizer() -> None:
+    # Prepare: a filled bank; only the task's outputs (tokens, suffix) in the loss
+    bank = bank_for(16)
+    for self_context, expected in ((True, True), (False, False)):
+        stack = OmniFMStack(32, 16, low_pass_size=8, num_layers=1, self_context=self_context)
+        # Execute
+        out = stack(torch.rand(4, 1, 16, 16), torch.randn(4, 6, 32), bank)
+        (out.tokens.square().mean() + out.suffix.square().mean()).backward()
+        # Assert: with s among ECA's keys the tokenizer learns from the task; without it
+        # (the paper's ECA on S_g alone) retrieval's top-k cuts the path
+        grads = [p.grad for p in stack.tokenizer.parameters()]
+        reached = any(g is not None and g.abs().sum() > 0 for g in grads)
+        assert reached == expected, self_context
+
+
+def test_collapse_minimises_the_paper_spalign_but_not_the_contrastive_one() -> None:
+    # Prepare: a collapsed state (every token and prototype the same vector) and a spread one
+    # (each token one of 8 orthogonal prototypes, its own first among the candidates)
+    one = torch.nn.functional.normalize(torch.ones(8), dim=0)
+    collapsed_s, collapsed_bank = one.expand(8, 8), one.expand(8, 8, 8)
+    spread_s = torch.eye(8)
+    order = torch.stack([torch.roll(torch.arange(8), -i) for i in range(8)])
+    spread_bank = torch.eye(8)[order]  # (8 queries, 8 candidates sorted: own first)
+    # Execute
+    paper = spalign_loss(collapsed_s, collapsed_bank[:, :2])
+    contrastive_collapsed = contrastive_spalign_loss(collapsed_s, collapsed_bank, 2)
+    contrastive_spread = contrastive_spalign_loss(spread_s, spread_bank, 2)
+    # Assert: collapse is the paper form's global minimum (0); for the contrastive form it
+    # is log(n / positives), worse than the spread state
+    assert paper.item() == 0.0
+    torch.testing.assert_close(contrastive_collapsed, torch.tensor(math.log(8 / 2)))
+    assert contrastive_spread.item() < contrastive_collapsed.item() - 0.5

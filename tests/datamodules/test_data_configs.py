@@ -50,3 +50,17 @@ def test_medmnist_config_has_nine_clients(
     assert (data.in_channels, data.num_classes) == (3, 9)
     assert batch["image"].shape == (32, 3, 28, 28)
     assert int(batch["label"].min()) >= 2 and int(batch["label"].max()) <= 6
+
+
+def test_real_data_configs_share_one_root_with_client_folders_below_it() -> None:
+    # every real-data config: root ../shared/data, each client's relative folder below it, so
+    # `--data.init_args.root /my/copy` points all of them at a copy with the same layout
+    import yaml
+
+    real = [p for p in (REPO_ROOT / "datamodules").glob("*.yaml") if "phantom" not in p.name]
+    assert len(real) >= 6
+    for path in real:
+        args = yaml.safe_load(path.read_text())["init_args"]
+        folders = [c["data"]["init_args"]["root"] for c in args["clients"]]
+        assert args["root"] == "../shared/data", path.name
+        assert all(f and f != "." and not f.startswith(("/", "..")) for f in folders), path.name

@@ -224,3 +224,32 @@ def test_a_plain_trainer_fits_on_the_union_and_on_one_client() -> None:
         trainer.fit(_TinyClassifier(), datamodule=datamodule)
 
         assert trainer.state.finished
+
+
+class _Unmounted(PhantomDataModule):
+    """Phantoms whose folder is gone: building a split raises as a folder reader would."""
+
+    def _build(self, split):
+        raise FileNotFoundError(f"image folder /mnt/{self.modality}/images not found")
+
+
+def test_a_source_whose_files_are_gone_leaves_only_its_clients_out(caplog) -> None:
+    # Prepare
+    clients = [
+        ClientSource("ok", _phantom("ct")),
+        ClientSource("gone", _Unmounted(modality="mri", size=16), partition=Partition("iid", 2)),
+    ]
+    scenario = FederatedDataModule(clients, in_channels=1)
+    # Execute
+    scenario.setup()
+    # Assert: the others are set up; any use of a missing client names it, the folder and why
+    assert len(scenario.dataset("ok", "train")) == 24
+    assert "clients ['gone-0', 'gone-1'] (source 'gone'): image folder /mnt/mri" in caplog.text
+    assert "left out of every round" in caplog.text
+    loader = scenario.client_datamodule("gone-1").train_dataloader
+    with pytest.raises(FileNotFoundError, match=r"'gone-1'.*image folder /mnt/mri/images"):
+        loader()
+    # nothing to federate at all: the first error stops the setup
+    alone = FederatedDataModule([ClientSource("gone", _Unmounted(modality="mri", size=16))])
+    with pytest.raises(FileNotFoundError, match=r"^client 'gone': image folder /mnt/mri"):
+        alone.setup()

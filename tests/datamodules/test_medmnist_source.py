@@ -109,3 +109,31 @@ def test_relative_root_resolves_against_a_parent(tmp_path: Path) -> None:
 def test_bad_settings_raise_clear_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MedMNISTDataModule(**kwargs)
+
+
+def test_a_truncated_file_names_the_file_the_client_and_the_fix(tmp_path: Path) -> None:
+    # Prepare: two clients of one file cut short by a failed copy, and one good file
+    from omnifm.datamodules import ClientSource, FederatedDataModule, Partition
+
+    _fake_npz(tmp_path, "breastmnist.npz", channels=1, labels=1)
+    _fake_npz(tmp_path, "pneumoniamnist.npz", channels=1, labels=1)
+    path = tmp_path / "breastmnist.npz"
+    path.write_bytes(path.read_bytes()[:200])
+    before = path.read_bytes()
+    sources = [
+        ClientSource(
+            "breast", MedMNISTDataModule("breastmnist"), partition=Partition("iid", sites=2)
+        ),
+        ClientSource("pneumonia", MedMNISTDataModule("pneumoniamnist")),
+    ]
+    data = FederatedDataModule(sources, root=str(tmp_path))
+    # Execute
+    with pytest.raises(ValueError) as error:
+        data.setup()
+    # Assert: what (a damaged file), where (the file, the clients), how to fix it
+    message = str(error.value)
+    assert message.startswith("clients ['breast-0', 'breast-1'] (source 'breast'): ")
+    assert f"cannot read MedMNIST file '{tmp_path}" in message and "breastmnist.npz'" in message
+    assert "BadZipFile" in message
+    assert "damaged or incomplete: copy breastmnist.npz there again" in message
+    assert path.read_bytes() == before  # nothing written over it

@@ -1,5 +1,6 @@
 """The federation on Flower: a real deployment on loopback (a SuperLink and two SuperNodes as
-separate processes) against the in-process engine, a SuperNode killed mid-round, and
+separate processes) against the in-process engine, a SuperNode killed mid-round, SuperNodes
+refusing a sent recipe that names a class outside their allowlist, and
 ``--federation.backend flower`` (Flower's simulation) through the CLI.
 
 Equality: the Flower run and the in-process run end with the same shared weights and bank,
@@ -12,18 +13,23 @@ differences of near-zero gradients into steps of up to the learning rate (1e-3 s
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomli_w
 import torch
+import yaml
 
 pytest.importorskip("flwr", reason="Flower is not installed: pip install 'omnifm[flower]'")
 
 from omnifm.cli import OmniFMCLI
 from omnifm.federated.checkpoint import load_checkpoint
-from omnifm.federated.flower import LocalDeployment
+from omnifm.federated.flower import LocalDeployment, write_app
+from omnifm.federated.flower.local import BIN
 
 from ..tiny_recipes import write_recipe
 
@@ -110,6 +116,51 @@ def test_deployment_ends_where_the_in_process_engine_ends(
     assert state["personal"] == {}  # personal states never left the sites
     results = (tmp_path / "tiny" / "version_0" / "results.csv").read_text()
     assert results.startswith("client,modality") and "\nmean," in results
+
+
+@pytest.mark.slow
+def test_a_supernode_refuses_a_sent_recipe_naming_a_class_outside_its_allowlist(
+    deployment: LocalDeployment, tmp_path: Path
+) -> None:
+    """A compromised coordinator: its own ServerApp (here ours, building a harmless recipe of
+    its own) with a run config whose recipe would start a process on every site."""
+    # Prepare: the harmless recipe on the server, the malicious one in the run config
+    marker = tmp_path / "pwned"
+    popen = {"class_path": "subprocess.Popen", "init_args": {"args": ["touch", str(marker)]}}
+    benign = yaml.safe_load(write_recipe(tmp_path, "refused", rounds=1).read_text())
+    benign["federation"]["flower"] = {"connect_timeout": 10.0}
+    benign["federation"]["bank"]["warmup"] = False  # no weights in the first message
+    sent = yaml.safe_load(yaml.safe_dump(benign))
+    sent["trainer"]["callbacks"] = [popen]
+    sent["model"]["init_args"]["optimizer"] = "subprocess.Popen"
+    app = write_app(yaml.safe_dump(sent), tmp_path / "app")
+    (app / "coordinator.py").write_text(
+        "from omnifm.federated.flower import make_server_app\n\n"
+        f"app = make_server_app({yaml.safe_dump(benign)!r})\n"
+    )
+    project = tomllib.loads((app / "pyproject.toml").read_text())
+    project["tool"]["flwr"]["app"]["components"]["serverapp"] = "coordinator:app"
+    (app / "pyproject.toml").write_text(tomli_w.dumps(project, multiline_strings=True))
+    seen = deployment.log("ct").count("RecipeRefused")
+    # Execute: what the coordinator's `flwr run` sends
+    run = subprocess.run(
+        [str(BIN / "flwr"), "run", str(app), LINK, "--stream"],
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    # Assert: each site refused with where and how to allow it; the server logged the reasons
+    out = run.stdout + run.stderr
+    refusal = "trainer.callbacks[0].class_path: 'subprocess.Popen' is not in the allowlist"
+    assert "did not say which client it is" in out and "RecipeRefused" in out, out[-3000:]
+    assert refusal in out and "model.init_args.optimizer: 'subprocess.Popen'" in out
+    assert "--node-config \"allowed-classes='subprocess.Popen'\"" in out
+    assert "0 clients connected" in out and "nodes failed" in out
+    deployment.wait_for("ct", "RecipeRefused", timeout=30, count=seen + 1)
+    assert refusal in deployment.log("ct")
+    assert not marker.exists()  # nothing was executed
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,7 +22,10 @@ from omnifm.datamodules.base import (
     check_split,
     to_channels,
 )
+from omnifm.datamodules.errors import Unavailable, naming
 from omnifm.datamodules.partition import Partition, derive_seed, split_indices
+
+log = logging.getLogger("omnifm")
 
 
 @dataclass
@@ -56,21 +60,28 @@ class UnknownClientError(KeyError):
 
 class ClientSubset(Dataset):
     """One client's examples of a source split: images converted to `in_channels`, single
-    labels shifted by `label_offset`."""
+    labels shifted by `label_offset`; a failed read names `client`."""
 
     def __init__(
-        self, dataset: Dataset, indices: np.ndarray, in_channels: int, label_offset: int = 0
+        self,
+        dataset: Dataset,
+        indices: np.ndarray,
+        in_channels: int,
+        label_offset: int = 0,
+        client: str = "",
     ) -> None:
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
         self.in_channels = in_channels
         self.label_offset = label_offset
+        self.client = client
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        item = dict(self.dataset[int(self.indices[index])])
+        with naming(f"client {self.client!r}"):
+            item = dict(self.dataset[int(self.indices[index])])
         item["image"] = to_channels(item["image"], self.in_channels)
         if self.label_offset:
             item["label"] = item["label"] + self.label_offset
@@ -207,8 +218,11 @@ class FederatedDataModule(LightningDataModule):
             )
         self.sources = list(clients)
         self.root = root
-        for source in self.sources:  # first: a source may read its class count from its files
-            source.data.with_root(root)
+        self._owners = _client_owners(self.sources)
+        for i, source in enumerate(self.sources):
+            with self._naming(i):  # first: a source may read its class count from its files
+                source.data.with_root(root)
+                source.data.num_classes, source.data.in_channels  # noqa: B018
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -230,7 +244,6 @@ class FederatedDataModule(LightningDataModule):
                     f"cannot be converted to in_channels={self._in_channels}; "
                     "use in_channels 1, 3 or the source's own channel count"
                 )
-        self._owners = _client_owners(self.sources)
         self._subsets: dict[str, dict[Split, ClientSubset]] = {}
         self._ready: set[int] = set()  # sources already partitioned
         self._client_modules: dict[str, ClientDataModule] = {}
@@ -272,23 +285,48 @@ class FederatedDataModule(LightningDataModule):
         source = self._source(client)
         return source.modality or source.data.modality
 
+    def _naming(self, i: int) -> Any:
+        """A context naming the client(s) of source ``i`` in any error raised inside."""
+        names = [name for name, (owner, _) in self._owners.items() if owner == i]
+        if len(names) == 1:
+            return naming(f"client {names[0]!r}")
+        return naming(f"clients {names} (source {self.sources[i].name!r})")
+
     def prepare_data(self) -> None:
         """Let every source fetch its files (e.g. MedMNIST with `download: true`)."""
-        for source in self.sources:
-            source.data.prepare_data()
+        for i, source in enumerate(self.sources):
+            with self._naming(i):
+                source.data.prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
         """Partition every split of every source among its sites (once; deterministic)."""
         if len(self._ready) == len(self.sources):
             return
         self._check_sizes()
+        missing: dict[int, OSError] = {}
         for i in range(len(self.sources)):
-            self._setup_source(i)
+            try:
+                self._setup_source(i)
+            except OSError as err:  # files gone or unreadable: leave its clients out, not all
+                missing[i] = err
+        if len(missing) == len(self.sources):
+            raise next(iter(missing.values()))
+        for i, err in missing.items():
+            log.warning("%s; its client(s) will be left out of every round", err)
+            for name, (owner, _) in self._owners.items():
+                if owner == i:
+                    self._subsets[name] = {split: Unavailable(err) for split in SPLITS}
+            self._ready.add(i)
 
     def _setup_source(self, i: int) -> None:
         """Partition every split of source ``i`` among its sites."""
         if i in self._ready:
             return
+        with self._naming(i):
+            self._partition(i)
+        self._ready.add(i)
+
+    def _partition(self, i: int) -> None:
         source = self.sources[i]
         for split_id, split in enumerate(SPLITS):
             data = source.data.dataset(split)
@@ -306,16 +344,19 @@ class FederatedDataModule(LightningDataModule):
             for name, (owner, site) in self._owners.items():
                 if owner == i:
                     self._subsets.setdefault(name, {})[split] = ClientSubset(
-                        data, parts[site], self._in_channels, self._offsets[i]
+                        data, parts[site], self._in_channels, self._offsets[i], name
                     )
-        self._ready.add(i)
 
     def _check_sizes(self) -> None:
         known: dict[str, tuple[int, ...]] = {}
-        for source in self.sources:
-            data = source.data.dataset("train")
-            if len(data):
-                known[source.name] = tuple(data[0]["image"].shape[-2:])
+        for i, source in enumerate(self.sources):
+            try:
+                with self._naming(i):
+                    data = source.data.dataset("train")
+                    if len(data):
+                        known[source.name] = tuple(data[0]["image"].shape[-2:])
+            except OSError:  # unreadable files: setup reports them, naming the client
+                continue
         if len(set(known.values())) > 1:
             shown = ", ".join(f"{name!r} {h}x{w}" for name, (h, w) in known.items())
             raise ValueError(
@@ -353,9 +394,11 @@ class FederatedDataModule(LightningDataModule):
         """`client_datamodule(client)` reading only the client's own source: what one site of a
         real deployment holds (the other sources' files need not exist there). Same examples
         and shuffling; the check that all sources share one image size is skipped."""
-        source = self._source(client)
-        source.data.prepare_data()
-        self._setup_source(self._owners[client][0])
+        self._source(client)  # an unknown name raises
+        i = self._owners[client][0]
+        with self._naming(i):
+            self.sources[i].data.prepare_data()
+        self._setup_source(i)
         return self._client_module(client)
 
     def _client_module(self, client: str) -> ClientDataModule:

@@ -86,7 +86,19 @@ class MedMNISTDataModule(SourceDataModule):
                 f"{self.flag!r} or place {medmnist_filename(self.flag, self.size)} there"
             )
         cls = getattr(medmnist, self.info["python_class"])
-        return cls(split=split, root=self.root, size=self.size, download=self.download)
+        try:
+            return cls(split=split, root=self.root, size=self.size, download=self.download)
+        except Exception as err:  # np.load of a truncated file: BadZipFile, EOFError, ...
+            name = medmnist_filename(self.flag, self.size)
+            fix = (
+                "check the network, or place the file there by hand"
+                if self.download
+                else f"copy {name} there again, or delete it and set `download: true`"
+            )
+            raise ValueError(
+                f"cannot read MedMNIST file {self.path!r} ({type(err).__name__}: {err}); it is "
+                f"damaged or incomplete: {fix}"
+            ) from err
 
     def prepare_data(self) -> None:
         """Fetch the file once when `download` is set."""

@@ -13,10 +13,10 @@ from torch import Tensor
 from omnifm.bank import BankSnapshot
 from omnifm.federated.messages import EvaluateRes, FitIns, FitRes
 from omnifm.federated.strategies import Strategy
-from omnifm.functional import kmeans
+from omnifm.functional import effective_rank, kmeans
 from omnifm.tasks.base import OmniFMTask
 
-__all__ = ["Client", "ClientFailure", "TrainerFactory", "local_trainer"]
+__all__ = ["Client", "ClientFailure", "TrainerFactory", "local_trainer", "token_spread"]
 
 TrainerFactory = Callable[..., Trainer]
 
@@ -33,6 +33,19 @@ def local_trainer(settings: dict[str, Any], root: str, **overrides: Any) -> Trai
         **overrides,
     }
     return Trainer(**kwargs)
+
+
+def token_spread(tokens: Tensor) -> dict[str, float]:
+    """How spread a client's spectral tokens are: mean pairwise cosine and effective rank.
+
+    Collapsed tokens (every image the same token) give cosine 1 and rank 1; these travel with
+    the client's fit metrics, which hold no image-level data.
+    """
+    x = torch.nn.functional.normalize(tokens.double(), dim=-1)
+    n = x.shape[0]
+    total = x.sum(dim=0)
+    cos = float((total @ total - n) / (n * (n - 1))) if n > 1 else 1.0
+    return {"spectral/cos_within": cos, "spectral/erank": effective_rank(x)}
 
 
 class ClientFailure(RuntimeError):
@@ -115,13 +128,18 @@ class Client:
         )
         model.hit_ids = []
         ids, counts = hits.unique(return_counts=True)
+        tokens = self.spectral_tokens(model) if ins.prototypes else None
+        if tokens is not None:
+            metrics.update(token_spread(tokens))
         return FitRes(
             client=self.name,
             modality=self.modality,
             num_examples=self.num_examples("train"),
             weights={k: v for k, v in state.items() if k not in personal},
             metrics=metrics,
-            prototypes=self.prototypes(model, ins.prototypes, ins.seed),
+            prototypes=kmeans(tokens, ins.prototypes, seed=ins.seed)
+            if tokens is not None
+            else None,
             hit_ids=ids,
             hit_counts=counts,
         )
@@ -142,11 +160,16 @@ class Client:
         metrics = {k: float(v) for k, v in results[0].items()} if results else {}
         return EvaluateRes(self.name, self.num_examples(split), metrics)
 
-    @torch.no_grad()
     def prototypes(self, model: OmniFMTask, k: int, seed: int, max_images: int = 1024) -> Tensor:
         """k-means centroids of the spectral tokens of (up to ``max_images``) training images."""
-        if model.stack is None or model.stack.tokenizer is None or k == 0:
-            return torch.empty(0, 0)
+        tokens = self.spectral_tokens(model, max_images) if k else None
+        return torch.empty(0, 0) if tokens is None else kmeans(tokens, k, seed=seed)
+
+    @torch.no_grad()
+    def spectral_tokens(self, model: OmniFMTask, max_images: int = 1024) -> Tensor | None:
+        """Spectral tokens ``(n, d)`` of up to ``max_images`` training images (eval mode)."""
+        if model.stack is None or model.stack.tokenizer is None:
+            return None
         was_training = model.training
         model.eval()
         tokens, seen = [], 0
@@ -157,7 +180,7 @@ class Client:
             if seen >= max_images:
                 break
         model.train(was_training)
-        return kmeans(torch.cat(tokens), k, seed=seed)
+        return torch.cat(tokens)
 
     def num_examples(self, split: str) -> int:
         return len(self._loader(split).dataset)

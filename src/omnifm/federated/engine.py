@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Trainer
 
+from omnifm.federated.checkpoint import check_fits
 from omnifm.federated.client import Client, local_trainer
 from omnifm.federated.config import FederationConfig
 from omnifm.federated.messages import EvaluateRes, FitRes
@@ -146,6 +147,8 @@ class Federation(RoundLoop):
         }
 
     def load_client_state(self, state: dict[str, Any]) -> None:
+        for name, personal in state["personal"].items():
+            check_fits(personal, self.server.initial_personal, f"personal state of {name!r}")
         for name, client in self.clients.items():
             client.personal = state["personal"].get(name)
             client.steps = state["steps"].get(name, 0)

@@ -11,7 +11,7 @@ from typing import Any
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-__all__ = ["ClientLogger", "format_table", "write_csv"]
+__all__ = ["ClientLogger", "append_csv", "format_table", "write_csv"]
 
 log = logging.getLogger("omnifm")
 
@@ -51,3 +51,18 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def append_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """Add ``rows`` to the CSV at ``path`` (created if absent); rows already there keep their
+    text, and the file is rewritten only when the new rows bring new columns."""
+    if path.is_file():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            old, columns = list(reader), list(reader.fieldnames or [])
+        if {k for row in rows for k in row} <= set(columns):
+            with path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=columns).writerows(rows)
+            return
+        rows = old + rows
+    write_csv(rows, path)

@@ -12,6 +12,7 @@ import random
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
+from omnifm import hide_foreign_warnings
 from omnifm.bank import SpectralBank
 from omnifm.federated.checkpoint import (
     LAST,
@@ -28,8 +30,9 @@ from omnifm.federated.checkpoint import (
     save_checkpoint,
 )
 from omnifm.federated.config import FederationConfig
+from omnifm.federated.health import COLLAPSE_COSINE
 from omnifm.federated.messages import FitRes
-from omnifm.federated.reporting import format_table, write_csv
+from omnifm.federated.reporting import append_csv, format_table, write_csv
 from omnifm.federated.sampling import ClientSampler
 from omnifm.federated.server import Server
 from omnifm.tasks.base import OmniFMTask
@@ -56,6 +59,7 @@ def quiet_lightning() -> Iterator[None]:
     with warnings.catch_warnings():
         for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*"):
             warnings.filterwarnings("ignore", pattern)
+        hide_foreign_warnings()
         try:
             yield
         finally:
@@ -172,21 +176,45 @@ class RoundLoop:
             {"round/clients_ok": len(results), "round/clients_failed": len(failures)}, round_
         )
         if self.server.bank is not None:
-            server_log.log_metrics({"bank/entries": len(self.server.bank)}, round_)
+            self._log_bank_health(round_, server_log)
         server_log.finalize("success")
 
-    def _evaluate(self, round_: int, stage: Stage) -> list[dict[str, Any]]:
-        """Every client evaluates the global shared weights with its personal state."""
+    def _log_bank_health(self, round_: int, server_log: TensorBoardLogger) -> None:
+        """Bank health to TensorBoard and ``history.csv`` (stage ``bank``); warn on collapse."""
+        health = self.server.health
+        server_log.log_metrics(health, round_)
+        self.history.append({"round": round_, "stage": "bank", "client": "bank", **health})
+        across = health.get("bank/proto_cos_across", float("nan"))
+        if across > COLLAPSE_COSINE:
+            log.warning(
+                "round %d: the spectral tokens have collapsed: prototypes of different "
+                "modalities have mean cosine %.4f (> %.2f), so retrieval and ECA carry no "
+                "information. Check the stack's alignment (contrastive), self_context and "
+                "standardize settings, and the spalign_weight",
+                round_,
+                across,
+                COLLAPSE_COSINE,
+            )
+        log.info(
+            "bank after round %d: %d entries, purity %.2f (chance %.2f), prototype cosine "
+            "within/across modalities %.2f/%.2f",
+            round_,
+            len(self.server.bank),
+            health.get("bank/purity", float("nan")),
+            health.get("bank/purity_chance", float("nan")),
+            health.get("bank/proto_cos_within", float("nan")),
+            across,
+        )
+
+    def _evaluate(self, round_: int, stage: Stage, record: bool = True) -> list[dict[str, Any]]:
+        """Every client evaluates the global shared weights with its personal state.
+
+        ``record``: a step of the run, kept in ``history.csv``, TensorBoard and (a test)
+        ``results.csv``. Otherwise a checkpoint evaluated after the fact: its rows are appended
+        to ``history_<stage>.csv`` beside the run's record, which stays as it was.
+        """
         rows = self.evaluate_clients(stage)
         rows.append(_mean_row(rows))
-        for row in rows:
-            self.history.append({"round": round_, "stage": stage, **row})
-        server_log = self._server_logger()
-        server_log.log_metrics(
-            {f"{k}/{row['client']}": v for row in rows for k, v in row.items() if _metric(v)},
-            round_,
-        )
-        server_log.finalize("success")
         main = _main_metric(rows[-1])
         log.info(
             "%s after round %d: mean %s %.4f (%s)",
@@ -197,6 +225,26 @@ class RoundLoop:
             ", ".join(f"{r['client']} {r.get(main, float('nan')):.3f}" for r in rows[:-1]),
         )
         run_dir = self._run_dir()
+        if not record:
+            path = run_dir / f"history_{stage}.csv"
+            when = datetime.now().isoformat(timespec="seconds")
+            append_csv([{"round": round_, "stage": stage, "at": when, **r} for r in rows], path)
+            log.info(
+                "%s results of the round-%d checkpoint (%s):\n%s",
+                stage,
+                round_,
+                path,
+                format_table(rows),
+            )
+            return rows
+        for row in rows:
+            self.history.append({"round": round_, "stage": stage, **row})
+        server_log = self._server_logger()
+        server_log.log_metrics(
+            {f"{k}/{row['client']}": v for row in rows for k, v in row.items() if _metric(v)},
+            round_,
+        )
+        server_log.finalize("success")
         write_csv(self.history, run_dir / "history.csv")
         if stage == "test":
             write_csv(rows, run_dir / "results.csv")
@@ -204,12 +252,15 @@ class RoundLoop:
         return rows
 
     def _evaluate_only(self, stage: Stage, ckpt_path: str | None) -> list[dict[str, Any]]:
+        """``stage`` of every client on a checkpoint (or the initial model), written beside
+        the run's record: ``history.csv``, ``results.csv`` and the checkpoint stay as they
+        were, so ``omnifm validate``/``test`` after the fact never change what a run wrote."""
         with quiet_lightning():
             if ckpt_path is not None:
                 self._resume(ckpt_path)
             else:
                 self._new_run()
-            return self._evaluate(self.round, stage)
+            return self._evaluate(self.round, stage, record=False)
 
     # state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Any
 from torch import Tensor
 
 from omnifm.bank import SpectralBank
+from omnifm.federated.checkpoint import check_fits
+from omnifm.federated.health import retrieval_health, spread_health
 from omnifm.federated.messages import FitIns, FitRes
 from omnifm.federated.sampling import ClientSampler
 from omnifm.federated.strategies import Strategy
@@ -42,6 +44,7 @@ class Server:
         state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self.initial_personal = {k: state[k] for k in self.personal_keys}
         self.shared = {k: v for k, v in state.items() if k not in self.personal_keys}
+        self.health: dict[str, float] = {}  # bank health after the latest aggregation
 
     def fit_ins(self, round_: int, client: str) -> FitIns:
         bank = self.bank.snapshot().state_dict() if self.bank is not None else None
@@ -62,11 +65,14 @@ class Server:
         )
         if self.bank is None:
             return
-        for r in results:  # hits refer to the round's snapshot: count them before updating
+        # hits refer to the round's snapshot: read and count them before updating
+        self.health = retrieval_health(self.bank, results)
+        for r in results:
             if r.hit_ids is not None and r.hit_ids.numel():
                 self.bank.record_hits(r.hit_ids.repeat_interleave(r.hit_counts))
         for r in results:
             self.upload(r.client, r.modality, r.prototypes, round_)
+        self.health.update(spread_health(self.bank, results))
 
     def upload(self, client: str, modality: str, prototypes: Tensor | None, round_: int) -> None:
         """Replace ``client``'s entries in the bank (warm-up and every fit)."""
@@ -81,11 +87,9 @@ class Server:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = set(self.shared) ^ set(state["shared"])
-        if missing:
-            raise ValueError(
-                f"checkpoint does not fit this model/strategy: keys differ {sorted(missing)[:5]}"
-            )
+        """Restore a checkpoint's server state; ``CheckpointMismatch`` (nothing changed) when
+        its shared tensors do not have the keys and shapes of this model and strategy."""
+        check_fits(state["shared"], self.shared, "shared state")
         self.shared = state["shared"]
         if self.bank is not None and state["bank"] is not None:
             self.bank.load_state_dict(state["bank"])

@@ -2,7 +2,12 @@
 image fusion (YCbCr, gradients, fusion loss, entropy, mutual information)."""
 
 from omnifm.functional.aggregation import kmeans, proximal_term, weighted_average
-from omnifm.functional.alignment import cosine_topk, spalign_loss
+from omnifm.functional.alignment import (
+    contrastive_spalign_loss,
+    cosine_topk,
+    effective_rank,
+    spalign_loss,
+)
 from omnifm.functional.fusion import (
     fusion_loss,
     gradient_magnitude,
@@ -15,7 +20,9 @@ from omnifm.functional.spectral import amplitude_spectrum, low_pass
 
 __all__ = [
     "amplitude_spectrum",
+    "contrastive_spalign_loss",
     "cosine_topk",
+    "effective_rank",
     "fusion_loss",
     "gradient_magnitude",
     "image_entropy",

@@ -6,19 +6,51 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cosine_topk", "spalign_loss"]
+__all__ = ["contrastive_spalign_loss", "cosine_topk", "effective_rank", "spalign_loss"]
 
 
 def spalign_loss(s: Tensor, retrieved: Tensor) -> Tensor:
-    """``||s - mean(retrieved)||^2`` per example, averaged over the batch.
+    """The paper's SPAlign: ``||s - mean(retrieved)||^2`` per example, averaged over the batch.
 
     ``s`` is ``(B, d)``, ``retrieved`` is ``(B, k, d)``. With ``k == 0`` (empty bank) the loss
-    is zero and still part of the graph.
+    is zero and still part of the graph. Its minimum is reached when every ``s`` equals the
+    prototypes it was built from: used alone as the tokenizer's signal it collapses the
+    tokens to one vector (``contrastive_spalign_loss`` has no such solution).
     """
     if retrieved.shape[1] == 0:
         return s.sum() * 0.0
     centroid = retrieved.to(s.dtype).mean(dim=1)
     return (s - centroid).pow(2).sum(dim=-1).mean()
+
+
+def contrastive_spalign_loss(
+    s: Tensor, candidates: Tensor, positives: int, temperature: float = 0.1
+) -> Tensor:
+    """SPAlign without a collapsed solution: InfoNCE of ``s`` against bank prototypes.
+
+    ``candidates`` ``(B, n, d)`` are unit-norm prototypes sorted by similarity to ``s`` (what
+    retrieval returns), the first ``positives`` of them the retrieved ``S_g``. The loss is
+    ``-log sum_{j < positives} e^{s.p_j / t} / sum_j e^{s.p_j / t}``: ``s`` is pulled toward
+    its retrieved global prototypes (SPAlign's purpose) and pushed from the other candidates.
+    Identical tokens and prototypes give the constant ``log(n / positives)`` and no gradient,
+    so collapse is never a minimum. Zero (in the graph) when there is nothing to contrast
+    (``n <= positives``).
+    """
+    if candidates.shape[1] <= positives:
+        return s.sum() * 0.0
+    logits = torch.einsum("bd,bnd->bn", s, candidates.to(s.dtype)) / temperature
+    return (logits.logsumexp(dim=1) - logits[:, :positives].logsumexp(dim=1)).mean()
+
+
+def effective_rank(x: Tensor) -> float:
+    """Effective rank of the rows of ``x`` (Roy and Vetterli 2007): ``exp`` of the entropy of
+    the normalised singular values; 1 when every row is the same direction."""
+    if x.shape[0] == 0:
+        return 0.0
+    sv = torch.linalg.svdvals(x.double())
+    p = sv / sv.sum().clamp_min(1e-12)
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
 
 
 def cosine_topk(

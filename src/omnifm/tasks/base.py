@@ -88,6 +88,12 @@ class OmniFMTask(LightningModule):
         self.save_hyperparameters(ignore=["stack", "optimizer"])
         self.embed_dim = embed_dim
         self.stack = stack(embed_dim) if stack is not None else None
+        if self.stack is not None and getattr(self.stack, "spalign", False) and spalign_weight <= 0:
+            raise ValueError(
+                f"spalign_weight={spalign_weight} (model.init_args.spalign_weight) switches "
+                "SPAlign off while the stack's spalign flag is on: set it > 0 (0.1 in the "
+                "recipes), or ablate SPAlign on purpose with the stack's spalign=false"
+            )
         self.spalign_weight = spalign_weight
         self.optimizer = optimizer
         if recalibrate_batches is not None and recalibrate_batches < 1:
@@ -202,7 +208,9 @@ class OmniFMTask(LightningModule):
             m.reset_running_stats()
             m.momentum = None
         was_training = self.training
-        self.train()
+        self.eval()  # only the batch norms learn here (not dropout, nor the spectral statistics)
+        for m in norms:
+            m.train()
         for batch in loader:
             self(move_data_to_device(batch, self.device))
         for m, momentum in zip(norms, momenta, strict=True):

@@ -2,7 +2,8 @@
 strategies and round loop, Flower's simulation, and submitting to a deployment.
 
 Needs Flower (``pip install 'omnifm[flower]'``). ``omnifm fit --config RECIPE
---federation.backend flower`` runs the recipe here.
+--federation.backend flower`` runs the recipe here. A recipe sent with a run names only what
+the receiving machine's :class:`Allowlist` admits.
 """
 
 try:
@@ -13,6 +14,7 @@ except ImportError as err:  # pragma: no cover - depends on the installation
         "pip install 'omnifm[flower]'"
     ) from err
 
+from omnifm.federated.flower.allowlist import Allowlist, RecipeRefused
 from omnifm.federated.flower.clientapp import client_app, make_client_app
 from omnifm.federated.flower.launch import run_flower, simulate, submit, write_app
 from omnifm.federated.flower.local import LocalDeployment
@@ -20,9 +22,11 @@ from omnifm.federated.flower.recipe import Recipe, load_recipe
 from omnifm.federated.flower.serverapp import FlowerFederation, make_server_app, server_app
 
 __all__ = [
+    "Allowlist",
     "FlowerFederation",
     "LocalDeployment",
     "Recipe",
+    "RecipeRefused",
     "client_app",
     "load_recipe",
     "make_client_app",

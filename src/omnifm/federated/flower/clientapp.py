@@ -3,8 +3,11 @@
 Each SuperNode plays one client of the recipe's scenario: ``--node-config "client='ct'"``
 names it (in a simulation, the node's ``partition-id`` picks the client in order), and
 ``data-root`` points the recipe's ``data.init_args.root`` at this site's own files. The
-recipe comes with the run (run config ``recipe``), or from the site's own copy
-(node config ``recipe``, a path). The client's personal state stays in ``context.state``.
+recipe comes from the site's own copy (node config ``recipe``, a path), or with the run (run
+config ``recipe``): then it may only name the classes of the site's allowlist (the library's
+own, extended by node config ``allowed-classes``), checked before anything is built from it;
+a refused recipe fails the message, with the reason, back to the server. The client's
+personal state stays in ``context.state``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from lightning.pytorch import Trainer
 from torch import Tensor
 
 from omnifm.federated.client import Client, local_trainer
+from omnifm.federated.flower.allowlist import NODE_CONFIG_KEY, Allowlist
 from omnifm.federated.flower.recipe import Recipe, load_recipe
 from omnifm.federated.flower.records import (
     CONFIG,
@@ -38,7 +42,7 @@ __all__ = ["Site", "client_app", "make_client_app"]
 
 PERSONAL, STATE = "omnifm.personal", "omnifm.client"
 # one model instance per process, with its initial personal state (the model is reused)
-_RECIPES: dict[tuple[str, tuple[str, ...]], tuple[Recipe, dict[str, Tensor]]] = {}
+_RECIPES: dict[tuple[str, ...], tuple[Recipe, dict[str, Tensor]]] = {}
 
 
 class Site:
@@ -46,12 +50,18 @@ class Site:
     client's data, and its trainer settings."""
 
     def __init__(self, context: Context, recipe_text: str | None = None) -> None:
-        text = recipe_text or _recipe_text(context)
+        text, sent = (recipe_text, False) if recipe_text else _recipe_text(context)
         node = context.node_config
         overrides = (f"--data.init_args.root={node['data-root']}",) if "data-root" in node else ()
-        key = (hashlib.sha256(text.encode()).hexdigest(), overrides)
+        # a recipe sent with the run names only what this site allows (its own is trusted)
+        allowlist = Allowlist.from_text(node.get(NODE_CONFIG_KEY)) if sent else None
+        key = (
+            hashlib.sha256(text.encode()).hexdigest(),
+            *overrides,
+            *(allowlist.entries if allowlist else ()),
+        )
         if key not in _RECIPES:
-            recipe = load_recipe(text, overrides)
+            recipe = load_recipe(text, overrides, allowlist)
             state = recipe.model.state_dict()
             keys = recipe.config.strategy.personal_keys(recipe.model)
             _RECIPES[key] = recipe, {k: state[k].detach().cpu().clone() for k in keys}
@@ -72,6 +82,8 @@ class Site:
         self.root = str(Path(tempfile.gettempdir()) / "omnifm-flower" / self.name)
 
     def make_trainer(self, **overrides: object) -> Trainer:
+        """A local Trainer that writes only under this site's temporary folder."""
+        overrides = {"default_root_dir": self.root, **overrides}
         return local_trainer(self.recipe.trainer, self.root, **overrides)
 
     def save(self, context: Context) -> None:
@@ -142,19 +154,20 @@ def _warmup(site: Site, msg: Message, k: int) -> Tensor:
         site.model.cpu()
 
 
-def _recipe_text(context: Context) -> str:
+def _recipe_text(context: Context) -> tuple[str, bool]:
+    """The recipe's text, and whether it came with the run (from outside this site)."""
     if "recipe" in context.node_config:  # the site's own copy
         path = Path(str(context.node_config["recipe"]))
         if not path.is_file():
             raise FileNotFoundError(f"node config recipe={path} is not a file on this site")
-        return path.read_text()
+        return path.read_text(), False
     text = context.run_config.get("recipe")
     if not text:
         raise ValueError(
             "no recipe: start the run with `omnifm fit --config RECIPE --federation.backend "
             "flower`, which sends it, or give this SuperNode --node-config \"recipe='PATH'\""
         )
-    return str(text)
+    return str(text), True
 
 
 def _client_name(context: Context, names: list[str]) -> str:

@@ -9,6 +9,7 @@ within ``flower.round_timeout``, is left out of the round like a failing client 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.serverapp import Grid, ServerApp
 
 from omnifm.federated.config import FlowerConfig
+from omnifm.federated.flower.allowlist import SERVER_ENV, SERVER_HOW, Allowlist
 from omnifm.federated.flower.recipe import Recipe, load_recipe
 from omnifm.federated.flower.records import (
     CONFIG,
@@ -79,10 +81,12 @@ class FlowerFederation(RoundLoop):
         messages = [Message(content, node, MessageType.QUERY) for node in nodes]
         replies = self._exchange(messages, self.options.round_timeout)
         uploads: dict[str, Upload] = {}
+        failed: dict[int, str] = {}  # e.g. a site that refused the recipe
         for i, node in enumerate(nodes):
             reply = replies.get(i)
             if reply is None or reply.has_error():
-                log.warning("node %d did not say which client it is: %s", node, _why(reply))
+                failed[node] = _why(reply)
+                log.warning("node %d did not say which client it is: %s", node, failed[node])
                 continue
             name = str(reply.content.config_records[CONFIG]["client"])
             if name in self.nodes:
@@ -108,10 +112,14 @@ class FlowerFederation(RoundLoop):
         if missing:
             log.warning("no node plays clients %s: they are left out of every round", missing)
         if len(self.nodes) < cfg.min_clients:
+            why = ""
+            if failed:  # say why, e.g. the sites refused the recipe
+                first, reason = next(iter(failed.items()))
+                why = f"; {len(failed)} nodes failed, node {first}: {reason}"
             raise FederationError(
                 f"{len(self.nodes)} clients connected within {self.options.connect_timeout:.0f}"
                 f" s, fewer than min_clients={cfg.min_clients}; start a SuperNode per site "
-                "(--node-config client=NAME) or raise federation.flower.connect_timeout"
+                f"(--node-config client=NAME) or raise federation.flower.connect_timeout{why}"
             )
 
     # the clients, through the grid -----------------------------------------------------------
@@ -218,13 +226,17 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(message)s")
+            logging.getLogger("httpx").setLevel(logging.WARNING)  # not every request to the link
         text = recipe_text or str(context.run_config.get("recipe", ""))
         if not text:
             raise ValueError(
                 "the run has no recipe: start it with `omnifm fit --config RECIPE "
                 "--federation.backend flower --federation.flower.superlink NAME`"
             )
-        rows = FlowerFederation(grid, load_recipe(text)).fit()
+        # a recipe sent with the run names only allowed classes here too (as on the sites)
+        sent = recipe_text is None
+        allowlist = Allowlist.from_text(os.environ.get(SERVER_ENV), SERVER_HOW) if sent else None
+        rows = FlowerFederation(grid, load_recipe(text, allowlist=allowlist)).fit()
         if results is not None:
             results.extend(rows)
 
