@@ -70,7 +70,7 @@ def test_quickstart_recipe_parses_and_prints_config() -> None:
     ).stdout
     assert "class_path: omnifm.tasks.ClassificationTask" in out
     assert "class_path: omnifm.federated.OmniFM" in out
-    assert "name: ct" in out and "rounds: 20" in out
+    assert "name: ct" in out and "rounds: 30" in out
 
 
 @pytest.mark.parametrize(

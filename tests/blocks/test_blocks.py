@@ -13,7 +13,7 @@ from omnifm.blocks import (
     SpectralTokenizer,
 )
 from omnifm.blocks.tokenizer import SpectralStandardize
-from omnifm.functional import contrastive_spalign_loss, spalign_loss
+from omnifm.functional import contrastive_spalign_loss, spalign_loss, spread_floor_loss
 
 FLAGS = ("gskr", "eca", "psp", "spalign")
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -197,3 +197,21 @@ def test_collapse_minimises_the_paper_spalign_but_not_the_contrastive_one() -> N
     assert paper.item() == 0.0
     torch.testing.assert_close(contrastive_collapsed, torch.tensor(math.log(8 / 2)))
     assert contrastive_spread.item() < contrastive_collapsed.item() - 0.5
+
+
+def test_the_spread_floor_pushes_collapsed_tokens_apart_where_infonce_has_no_gradient() -> None:
+    # Prepare: collapsed tokens (a little noise, as a network's outputs have) and a bank
+    one = torch.nn.functional.normalize(torch.ones(8), dim=0)
+    s = (one + 1e-3 * torch.randn(16, 8)).requires_grad_()
+    bank = one.expand(16, 12, 8)
+    # Execute
+    infonce = contrastive_spalign_loss(s, bank, 4)
+    (grad_infonce,) = torch.autograd.grad(infonce, s)
+    floor = spread_floor_loss(s, 0.5)
+    (grad_floor,) = torch.autograd.grad(floor, s)
+    # Assert: InfoNCE is flat there; the floor is not, and its step spreads the tokens
+    assert grad_infonce.abs().max() < 1e-6
+    assert floor.item() > 0.8 and grad_floor.abs().max() > 0.01
+    spread = (s - 0.1 * grad_floor).detach()
+    assert spread.var(dim=0).sum() > s.detach().var(dim=0).sum()
+    assert spread_floor_loss(torch.eye(8), 0.5).item() == 0.0  # well spread: no pull

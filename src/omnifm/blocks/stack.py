@@ -13,7 +13,7 @@ from omnifm.bank import Retriever
 from omnifm.blocks.attention import EmbeddingCrossAttention
 from omnifm.blocks.prompt import PrefixSuffixPrompt
 from omnifm.blocks.tokenizer import SpectralTokenizer
-from omnifm.functional import contrastive_spalign_loss, spalign_loss
+from omnifm.functional import contrastive_spalign_loss, spalign_loss, spread_floor_loss
 
 __all__ = ["OmniFMStack", "StackOutput", "check_stack_args"]
 
@@ -79,8 +79,10 @@ class OmniFMStack(nn.Module):
       gradient reaches the tokenizer (retrieval itself stays a non-differentiable top-k);
     - ``alignment="contrastive"``: SPAlign as InfoNCE, ``s`` pulled to its retrieved
       prototypes and pushed from the next ``negatives`` ones
-      (``omnifm.functional.contrastive_spalign_loss``); ``alignment="centroid"`` is the
-      paper's form.
+      (``omnifm.functional.contrastive_spalign_loss``), plus a floor under the batch's spread
+      of tokens (``spread_floor``, ``omnifm.functional.spread_floor_loss``): InfoNCE has no
+      gradient at collapse, and on MedMNIST the task's gradient alone walked the tokens
+      there after 20 rounds. ``alignment="centroid"`` is the paper's form.
 
     ``standardize`` (on by default) standardises the tokenizer's frequency bins with running
     statistics shared by the federation (``omnifm.blocks.tokenizer.SpectralStandardize``);
@@ -116,6 +118,7 @@ class OmniFMStack(nn.Module):
         alignment: Literal["contrastive", "centroid"] = "contrastive",
         temperature: float = 0.1,
         negatives: int = 32,
+        spread_floor: float = 0.5,
         self_context: bool = True,
         standardize: bool = True,
     ) -> None:
@@ -125,13 +128,15 @@ class OmniFMStack(nn.Module):
         self.spectral_dim = spectral_dim
         self.top_k = top_k
         self.gskr, self.eca_on, self.psp_on, self.spalign = gskr, eca, psp, spalign
-        if temperature <= 0 or negatives < 0:
+        if temperature <= 0 or negatives < 0 or spread_floor < 0:
             raise ValueError(
-                f"the contrastive SPAlign needs temperature > 0 and negatives >= 0, got "
-                f"temperature={temperature}, negatives={negatives}"
+                f"the contrastive SPAlign needs temperature > 0, negatives >= 0 and "
+                f"spread_floor >= 0, got temperature={temperature}, negatives={negatives}, "
+                f"spread_floor={spread_floor}"
             )
         self.alignment, self.temperature = alignment, temperature
         self.negatives, self.self_context = negatives, self_context
+        self.spread_floor = spread_floor
         self.tokenizer = (
             SpectralTokenizer(
                 spectral_dim,
@@ -185,6 +190,8 @@ class OmniFMStack(nn.Module):
         if self.spalign and s is not None:
             if self.alignment == "contrastive":
                 loss = contrastive_spalign_loss(s, candidates, self.top_k, self.temperature)
+                if candidates.shape[1]:  # like SPAlign itself, only where something was retrieved
+                    loss = loss + spread_floor_loss(s, self.spread_floor)
             else:
                 loss = spalign_loss(s, retrieved)
             align = align + loss

@@ -7,6 +7,7 @@ from omnifm.functional.alignment import (
     cosine_topk,
     effective_rank,
     spalign_loss,
+    spread_floor_loss,
 )
 from omnifm.functional.fusion import (
     fusion_loss,
@@ -32,6 +33,7 @@ __all__ = [
     "proximal_term",
     "rgb_to_ycbcr",
     "spalign_loss",
+    "spread_floor_loss",
     "weighted_average",
     "ycbcr_to_rgb",
 ]

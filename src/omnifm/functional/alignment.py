@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["contrastive_spalign_loss", "cosine_topk", "effective_rank", "spalign_loss"]
+__all__ = [
+    "contrastive_spalign_loss",
+    "cosine_topk",
+    "effective_rank",
+    "spalign_loss",
+    "spread_floor_loss",
+]
 
 
 def spalign_loss(s: Tensor, retrieved: Tensor) -> Tensor:
@@ -40,6 +46,23 @@ def contrastive_spalign_loss(
         return s.sum() * 0.0
     logits = torch.einsum("bd,bnd->bn", s, candidates.to(s.dtype)) / temperature
     return (logits.logsumexp(dim=1) - logits[:, :positives].logsumexp(dim=1)).mean()
+
+
+def spread_floor_loss(s: Tensor, floor: float = 0.5, eps: float = 1e-4) -> Tensor:
+    """A floor under the spread of a batch of unit tokens ``s`` ``(B, d)``: VICReg's variance
+    hinge, relative to the spread of tokens over the whole sphere (``1 / sqrt(d)`` per
+    coordinate): ``mean_j relu(1 - std_j(s) / (floor / sqrt(d)))``, in [0, 1].
+
+    Collapsed tokens give 1 and a gradient that pushes them apart; the contrastive term alone
+    has no gradient there, which let a task's gradient walk MedMNIST tokens into collapse
+    after 20 rounds. Zero once every coordinate keeps ``floor`` of the sphere's spread, and
+    for a batch of one.
+    """
+    if s.shape[0] < 2:
+        return s.sum() * 0.0
+    target = floor / s.shape[1] ** 0.5
+    std = (s.var(dim=0) + eps).sqrt()
+    return torch.relu(1 - std / target).mean()
 
 
 def effective_rank(x: Tensor) -> float:
