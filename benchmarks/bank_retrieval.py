@@ -19,10 +19,7 @@ Example:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -32,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _machine import available_cores, cpu_model, load_average  # benchmarks/_machine.py
+from _machine import available_cores  # benchmarks/_machine.py
+from _report import RunRecord  # benchmarks/_report.py
 
 try:
     from omnifm.bank import SpectralBank
@@ -231,7 +229,7 @@ def table(rows: list[dict], b: int) -> list[str]:
     return lines
 
 
-def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
+def markdown(rows: list[dict], args: argparse.Namespace, record: RunRecord) -> str:
     k, b = args.k, args.queries
     lines = [
         "# Bank retrieval benchmark",
@@ -243,7 +241,6 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
     for threads in args.threads:
         lines += ["", f"## {threads} thread(s) each", "", f"Threads: {args.notes[threads]}", ""]
         lines += table([r for r in rows if r["threads"] == threads], b)
-    faiss_version = faiss.__version__ if faiss is not None else "not installed (column skipped)"
     lines += [
         "",
         "What is timed: ours is the full `SpectralBank.retrieve(queries, k)` call (query "
@@ -253,22 +250,11 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
         f"'top-k correct' means the similarities of the returned ids match a float64 "
         f"brute-force top-{k} within {SIM_ATOL:g} (ties may pick different ids).",
         "",
-        "## Run",
-        "",
-        f"- command: `{args.command}`",
-        f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- total wall time: {wall:.1f} s",
-        "",
-        "## Machine",
-        "",
-        f"- CPU: {cpu_model()}, {available_cores()} cores available "
-        f"({os.cpu_count()} logical CPUs)",
-        f"- environment (left as found): {env_vars()}",
-        f"- load average (1/5/15 min) at start: {args.load_start}, at end: {load_average()} "
-        "(other processes on the machine compete for the same cores)",
-        f"- Python {platform.python_version()}, torch {torch.__version__}, "
-        f"numpy {np.__version__}, faiss {faiss_version}",
-        "",
+        *record.footer(
+            threads=", ".join(map(str, args.threads)) + " (torch, numpy and faiss alike)",
+            versions=("numpy", "faiss"),
+            notes=[f"environment (left as found): {env_vars()}"],
+        ),
     ]
     return "\n".join(lines)
 
@@ -297,12 +283,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.command = "python " + shlex.join(sys.argv if argv is None else [__file__, *argv])
+    record = RunRecord.begin(__file__, argv)
     if faiss is None:
         print("faiss is not installed (pip install faiss-cpu): skipping the faiss column")
     args.notes = {t: set_threads(t) for t in args.threads}
-    args.load_start = load_average()
-    start = time.perf_counter()
     rows = []
     for n in args.sizes:
         if n < args.k:
@@ -316,12 +300,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"| same sets as ours {row['same_sets']}",
                 flush=True,
             )
-    wall = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(rows, args, wall))
+    args.out.write_text(markdown(rows, args, record))
     agree = all(all(row["correct"].values()) for row in rows)
     print(f"all methods return the same top-{args.k} (within {SIM_ATOL:g}): {agree}")
-    print(f"wrote {args.out} in {wall:.1f} s")
+    print(f"wrote {args.out} in {record.wall():.1f} s")
     return 0 if agree else 1
 
 

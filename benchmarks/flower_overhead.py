@@ -22,9 +22,7 @@ Example:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -33,15 +31,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from _machine import available_cores, cpu_model, load_average  # benchmarks/_machine.py
+from _machine import available_cores, load_average  # benchmarks/_machine.py
+from _report import RunRecord  # benchmarks/_report.py
 
 try:
-    import omnifm
+    import omnifm  # noqa: F401
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    import omnifm
 
 from omnifm.federated.checkpoint import load_checkpoint
 from omnifm.federated.flower import LocalDeployment
@@ -137,12 +134,10 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.command = "python " + shlex.join(sys.argv if argv is None else [__file__, *argv])
-    load_start = load_average()
-    print(f"load {load_start}; modes {', '.join(args.modes)}", flush=True)
+    record = RunRecord.begin(__file__, argv)
+    print(f"load {record.load_start}; modes {', '.join(args.modes)}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     rows: dict[str, dict[str, float]] = {}
-    begin = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="omnifm-flower-bench-") as tmp:
         folder = Path(tmp)
         recipe = write_recipe(args, folder)
@@ -174,15 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         if "inprocess" in states:
             for mode, state in states.items():
                 rows[mode]["diff"] = compare(state, states["inprocess"])
-    wall = time.perf_counter() - begin
-    args.out.write_text(markdown(args, rows, load_start, wall))
-    print(f"wrote {args.out} in {wall:.1f} s (load {load_average()})")
+    args.out.write_text(markdown(args, rows, record))
+    print(f"wrote {args.out} in {record.wall():.1f} s (load {load_average()})")
     return 0
 
 
-def markdown(
-    args: argparse.Namespace, rows: dict[str, dict[str, float]], load_start: str, wall: float
-) -> str:
+def markdown(args: argparse.Namespace, rows: dict[str, dict[str, float]], record: RunRecord) -> str:
     base = rows.get("inprocess")
     names = {
         "inprocess": "in process",
@@ -209,7 +201,7 @@ def markdown(
             f"| {names[mode]} | {r['wall']:.1f} | {ratio} | {r['rounds']:.1f} "
             f"| {ratio_rounds} | {diff} |"
         )
-    busiest = max(float(x) for x in f"{load_start} / {load_average()}".split(" / "))
+    busiest = max(float(x) for x in f"{record.load_start} / {load_average()}".split(" / "))
     if busiest > available_cores():
         lines += [
             "",
@@ -238,34 +230,13 @@ def markdown(
         "SuperNode), which imports torch, Lightning and OmniFM and builds the model each time, "
         "and SuperNodes poll the SuperLink every 3 s when idle.",
         "",
-        "## Run",
-        "",
-        f"- command: `{args.command}`",
-        f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- total wall time: {wall:.1f} s",
-        "",
-        "## Machine",
-        "",
-        f"- CPU: {cpu_model()}, {available_cores()} cores available ({os.cpu_count()} logical "
-        f"CPUs); torch threads per process (OMP_NUM_THREADS): {args.threads}; no GPU used",
-        f"- load average (1/5/15 min) at start: {load_start}, at end: {load_average()}; "
-        "a load above the core count means other jobs shared the cores and every number "
-        "above is slower than on a quiet machine",
-        f"- Python {platform.python_version()}, torch {torch.__version__}, "
-        f"flwr {_version('flwr')}, ray {_version('ray')}, "
-        f"omnifm {getattr(omnifm, '__version__', 'unknown')}",
-        "",
+        *record.footer(
+            threads=f"{args.threads} per process (OMP_NUM_THREADS)",
+            device="cpu, no GPU used",
+            versions=("flwr", "ray"),
+        ),
     ]
     return "\n".join(lines)
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

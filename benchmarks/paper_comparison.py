@@ -37,7 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _machine import available_cores, cpu_model, load_average  # benchmarks/_machine.py
+from _machine import available_cores  # benchmarks/_machine.py
+from _report import RunRecord  # benchmarks/_report.py
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -262,6 +263,7 @@ def main() -> None:
     parser.add_argument("--result", default=None, help="markdown file (default: beside script)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more overrides")
     args = parser.parse_args()
+    record = RunRecord.begin(__file__)
     suite = SUITES[args.suite]
     methods = list(args.methods or suite.methods)
     plan = [(m, p, s) for m in methods for p in args.participation for s in args.seeds]
@@ -314,13 +316,6 @@ def main() -> None:
     lines = [
         f"# {args.suite}: OmniFM against the baselines",
         "",
-        f"Command: `python benchmarks/paper_comparison.py {shlex.join(sys.argv[1:])}`",
-        "",
-        f"Machine: {cpu_model()}, {available_cores()} cores usable, load average at the end "
-        f"{load_average()}; {args.jobs} run(s) at once, {threads} torch thread(s) each; started "
-        f"{started_at} UTC; suite wall time {elapsed / 60:.1f} min (summed over the calls "
-        "that ran its runs; a call that only reuses finished runs adds nothing).",
-        "",
         "Mean client test metrics at the last round, mean ± std over seeds; `val change, last "
         f"fifth`: how much the seed-mean {suite.curve} moved over the last fifth of the rounds "
         "(converged: under 0.01 for the best method):",
@@ -357,7 +352,16 @@ def main() -> None:
         "",
     ]
     lines += [f"- {m} @ {p:g}: `{c}`" for (m, p), c in commands.items()]
-    result.write_text("\n".join(lines) + "\n")
+    lines += [
+        "",
+        *record.footer(
+            threads=f"{threads} per run, {args.jobs} run(s) at once",
+            wall=elapsed,
+            wall_note=f"the suite's, summed over the calls that ran its runs since {started_at} "
+            "UTC; a call that only reuses finished runs adds nothing",
+        ),
+    ]
+    result.write_text("\n".join(lines))
     plot(suite, curves, result.with_suffix(".png"))
     print(f"wrote {result} and {result.with_suffix('.png')} ({elapsed / 60:.1f} min)")
 

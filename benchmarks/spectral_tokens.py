@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from omnifm.federated.checkpoint import LAST, load_checkpoint
 from omnifm.federated.client import Client
-from omnifm.federated.flower.recipe import load_recipe
 from omnifm.federated.health import modality_cosines
+from omnifm.recipe import load_recipe
 from omnifm.report import _run_folder
 
 

@@ -28,18 +28,16 @@ Example:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import shlex
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _machine import available_cores, cpu_model, load_average  # benchmarks/_machine.py
+from _machine import available_cores  # benchmarks/_machine.py
+from _report import RunRecord  # benchmarks/_report.py
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 HERE = Path(__file__).resolve().parent
@@ -136,9 +134,11 @@ def build(recipe: str, stack_on: bool, extra: list[str]) -> tuple[LightningModul
     return cli.model, data.client_datamodule(data.client_names()[0]), cli.config["federation"]
 
 
-def full_bank(model: Any, capacity: int, modalities: int = 3) -> None:
-    """Attach a snapshot of a bank holding ``capacity`` entries over ``modalities`` modalities."""
+def full_bank(model: Any, capacity: int, modalities: int = 3) -> Any:
+    """The callback a client's Trainer gets, with a snapshot of a bank holding ``capacity``
+    entries over ``modalities`` modalities."""
     from omnifm.bank import SpectralBank
+    from omnifm.federated.callbacks import BankRetrieval
 
     dim = model.stack.spectral_dim
     bank = SpectralBank(dim, capacity=capacity, merge_threshold=None)
@@ -146,7 +146,7 @@ def full_bank(model: Any, capacity: int, modalities: int = 3) -> None:
     per = capacity // modalities
     for m in range(modalities):
         bank.update(f"site{m}", f"modality{m}", torch.randn(per, dim, generator=gen), round=0)
-    model.bank = bank.snapshot()
+    return BankRetrieval(bank.snapshot())
 
 
 def paired_fit(recipe: str, args: argparse.Namespace) -> tuple[list[list[float]], list[int]]:
@@ -156,16 +156,16 @@ def paired_fit(recipe: str, args: argparse.Namespace) -> tuple[list[list[float]]
     turns, fits, errors = Turns(), [], []
     for stack_on in (False, True):
         model, datamodule, federation = build(recipe, stack_on, args.extra)
+        callbacks: list[Any] = [timer := StepTimer(args.warmup, args.block, turns, int(stack_on))]
         if stack_on and model.stack is not None and model.stack.tokenizer is not None:
-            full_bank(model, federation.bank.capacity)
-        timer = StepTimer(args.warmup, args.block, turns, me=int(stack_on))
+            callbacks.append(full_bank(model, federation.bank.capacity))
         trainer = Trainer(
             max_steps=args.warmup + args.steps,
             max_epochs=-1,
             accelerator="auto",
             devices=1,
             logger=False,
-            callbacks=[timer],
+            callbacks=callbacks,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -208,10 +208,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "stack_cost.md"))
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more overrides")
     args = parser.parse_args()
+    record = RunRecord.begin(__file__)
     args.block = args.block or (5 if torch.cuda.is_available() else 1)
     torch.set_num_threads(args.threads)
     os.chdir(REPO)  # recipes name data relative to the repository root
-    started, total = dt.datetime.now(dt.UTC), time.perf_counter()
     rows = []
     for task in args.tasks:
         recipe = RECIPES[task][args.data == "phantom"]
@@ -230,12 +230,6 @@ def main() -> None:
     lines = [
         "# OmniFM stack cost: training images per second, stack on against the plain backbone",
         "",
-        f"Command: `{shlex.join(['python', 'benchmarks/stack_cost.py', *sys.argv[1:]])}`",
-        "",
-        f"Machine: {cpu_model()}, {available_cores()} cores usable, device {device}, torch "
-        f"threads {args.threads}; load average at the end {load_average()}; started "
-        f"{started:%Y-%m-%d %H:%M} UTC; wall time {(time.perf_counter() - total) / 60:.1f} min.",
-        "",
         f"Each fit: {args.warmup} untimed + {args.steps} timed steps on the first client's "
         f"training data ({args.data} data); the plain and the OmniFM fit run side by side and "
         f"take turns, {args.block} step(s) at a time; each variant's rate is the median images "
@@ -253,7 +247,8 @@ def main() -> None:
             f"{'met' if ratio <= GOAL else 'missed'} | {params[0]:,} | {params[1]:,} | "
             f"{fits} |"
         )
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    lines += ["", *record.footer(threads=str(args.threads), device=device)]
+    Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
 
 

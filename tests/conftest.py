@@ -1,4 +1,4 @@
-"""Shared test helpers: the location of the real shared data."""
+"""Shared test helpers: the location of the real shared data, and a generated stand-in."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def fake_shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny stand-in for `../shared/data`, generated once per session by tests/data in the
+    real folders' layout and formats: runs every recipe where the real data is absent."""
+    from .data import generate_all  # imported here: medmnist's import is slow
+
+    return generate_all(tmp_path_factory.mktemp("shared_data"))
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ class BrightnessRegression(OmniFMTask):
     (``embed_dim``, ``stack``, ``spalign_weight``, ``optimizer``, ``recalibrate_bn``).
     """
 
+    monitor, mode = "mae", "min"  # the main metric, lower is better
+
     def __init__(self, in_channels: int = 1, backbone: str = "resnet18", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoder = TimmTokenEncoder(backbone, in_channels, self.embed_dim)

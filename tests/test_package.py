@@ -10,7 +10,7 @@ import pytest
 from lightning.pytorch.utilities._pytree import _tree_flatten
 
 from omnifm import hide_foreign_warnings
-from omnifm.federated.rounds import quiet_lightning
+from omnifm.federated.trainer import quiet_lightning
 
 
 def _caught(hide: Callable[[], None]) -> list[str]:

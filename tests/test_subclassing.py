@@ -44,4 +44,9 @@ def test_custom_task_trains_federated_through_the_cli(tmp_path: Path) -> None:
     }
     assert "class_path: tests.custom_task.BrightnessRegression" in (run / "config.yaml").read_text()
     # the personal state of OmniFM (head and PSP suffix) was kept per client
-    assert cli.model.personal_parameter_names() and cli.model.head_parameter_names()
+    groups = cli.model.parameter_groups()
+    assert groups["personal"] == {"stack.psp.suffix"} and groups["head"] == {
+        "head.weight",
+        "head.bias",
+    }
+    assert (run / "metrics.yaml").read_text().startswith("monitor: mae\nmode: min\n")

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from omnifm.blocks.retrieval import Retriever
 from omnifm.functional import cosine_topk
 
 __all__ = ["BankSnapshot", "Retriever", "SpectralBank"]
-
-
-class Retriever(Protocol):
-    """Anything the OmniFM stack can retrieve spectral prototypes from."""
-
-    dim: int
-
-    def retrieve(self, queries: Tensor, k: int) -> tuple[Tensor, Tensor]: ...
 
 
 def _retrieve(vectors: Tensor, ids: Tensor, dim: int, queries: Tensor, k: int):

@@ -1,8 +1,9 @@
 """``omnifm report``: a results table and metric curves from finished run folders.
 
 A run folder (``output/name/version_N``) holds ``history.csv`` (validation metrics of every
-client and their mean after each round, and the final test metrics) and ``config.yaml`` (the
-recipe). The report gives, per run, client and metric, the best validation value and its round,
+client and their mean after each round, and the final test metrics), ``config.yaml`` (the
+recipe) and ``metrics.yaml`` (the task's main metric and, per metric, whether higher or lower
+is better). The report gives, per run, client and metric, the best validation value and its round,
 the last validation value and its round, and the test value; it writes that table as markdown
 and CSV, and one PNG per metric with a panel per client (and the mean) and a line per run.
 """
@@ -15,7 +16,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ SUMMARY_COLUMNS = (
     "client",
     "modality",
     "metric",
+    "better",
     "best",
     "best_round",
     "last",
@@ -52,18 +54,28 @@ SUMMARY_COLUMNS = (
 )
 
 
-def lower_is_better(metric: str) -> bool:
-    """Whether smaller values of ``metric`` (a loss, an error) are better."""
-    return metric.endswith(LOWER_IS_BETTER)
+def lower_is_better(metric: str, runs: Sequence[RunLog] = ()) -> bool:
+    """Whether smaller values of ``metric`` are better: as the runs' tasks declared it
+    (``metrics.yaml``); by its name (a loss, an error) for runs written before that file."""
+    modes = (run.mode_of(metric) for run in runs)
+    mode = next((m for m in modes if m is not None), None)
+    return mode == "min" if mode is not None else metric.endswith(LOWER_IS_BETTER)
 
 
 @dataclass
 class RunLog:
-    """The history of one run: rows of ``history.csv`` with numbers parsed, and its label."""
+    """The history of one run: rows of ``history.csv`` with numbers parsed, its label, and
+    the task's declared main metric (``monitor``) and metric directions (``modes``)."""
 
     path: Path
     label: str
     rows: list[dict[str, Any]]
+    monitor: str | None = None
+    modes: dict[str, str] = field(default_factory=dict)
+
+    def mode_of(self, metric: str) -> str | None:
+        """``max`` or ``min`` as the task declared it; a per-class ``dice_1`` as ``dice``."""
+        return self.modes.get(metric) or self.modes.get(re.sub(r"_\d+$", "", metric))
 
     def clients(self) -> list[str]:
         """Client names in the order of the run, with ``mean`` last."""
@@ -186,12 +198,27 @@ def load_run(path: str | os.PathLike[str], label: str | None = None) -> RunLog:
         rows = [_parse(row, history, i) for i, row in enumerate(reader, start=2)]
     if not rows:
         raise ValueError(f"{history} has no rows yet: the run has not evaluated any round")
-    return RunLog(run, label or _label(run), rows)
+    declared = _declared(run / "metrics.yaml")
+    modes = declared.get("modes") or {}
+    return RunLog(run, label or _label(run), rows, declared.get("monitor"), dict(modes))
+
+
+def _declared(path: Path) -> dict[str, Any]:
+    """``metrics.yaml`` of a run folder; empty for runs written before it existed."""
+    if not path.is_file():
+        return {}
+    try:
+        declared = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML ({err}); delete it to report anyway") from err
+    return declared if isinstance(declared, dict) else {}
 
 
 def _metrics(runs: Sequence[RunLog], metrics: Sequence[str] | None) -> list[str]:
     known = list(dict.fromkeys(m for run in runs for m in run.metrics()))
-    known.sort(key=lower_is_better)  # quality metrics first, then losses (stable)
+    monitors = {run.monitor for run in runs}
+    # the tasks' main metrics first, then the other quality metrics, then losses (stable)
+    known.sort(key=lambda m: (m not in monitors, lower_is_better(m, runs)))
     if not metrics:
         chosen = [m for m in known if m not in LOSS_PARTS]
         return chosen or known
@@ -207,7 +234,8 @@ def summarize(runs: Sequence[RunLog], metrics: Sequence[str] | None = None) -> l
     their rounds, and the test value (``None`` where absent)."""
     rows: list[dict[str, Any]] = []
     for metric in _metrics(runs, metrics):
-        pick = min if lower_is_better(metric) else max
+        lower = lower_is_better(metric, runs)
+        pick = min if lower else max
         for run in runs:
             for client in run.clients():
                 rounds, values = run.curve(client, metric)
@@ -221,6 +249,7 @@ def summarize(runs: Sequence[RunLog], metrics: Sequence[str] | None = None) -> l
                         "client": client,
                         "modality": run.modality(client),
                         "metric": metric,
+                        "better": "lower" if lower else "higher",
                         "best": values[best] if best is not None else None,
                         "best_round": rounds[best] if best is not None else None,
                         "last": values[-1] if values else None,
@@ -277,7 +306,7 @@ def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
     header = ["run", "client", "modality", "best", "best round", "last", "last round", "test"]
     keys = ["run", "client", "modality", "best", "best_round", "last", "last_round", "test"]
     for metric in dict.fromkeys(r["metric"] for r in rows):
-        better = "lower" if lower_is_better(metric) else "higher"
+        better = next(r["better"] for r in rows if r["metric"] == metric)
         lines = [f"### {metric} ({better} is better; best and last over validation rounds)", ""]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))

@@ -21,7 +21,7 @@ from omnifm.datamodules import (
     PhantomDataModule,
     UnknownClientError,
 )
-from omnifm.datamodules.base import LUMA_601
+from omnifm.functional.image import LUMA_601
 
 
 def _phantom(modality: str = "ct", size: int = 16, n: int = 24) -> PhantomDataModule:

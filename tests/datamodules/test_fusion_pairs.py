@@ -11,7 +11,7 @@ from omnifm.datamodules import (
     generate_phantoms,
     render_scenes,
 )
-from omnifm.datamodules.base import SPLITS
+from omnifm.datasets import SPLITS
 
 
 def fake_pairs(folder: Path, names: list[str], partner: str = "PET", size: int = 48) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnifm.datamodules.partition import Partition, dirichlet_split, iid_split, split_indices
+from omnifm.datasets.partition import Partition, dirichlet_split, iid_split, split_indices
 
 
 def _assert_disjoint_covering(parts: list[np.ndarray], n: int) -> None:

@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from omnifm.datamodules.phantom import (
-    PHANTOM_CLASSES,
-    PHANTOM_MODALITIES,
-    PhantomDataModule,
-    generate_phantoms,
-)
+from omnifm.datamodules import PhantomDataModule
+from omnifm.datasets.phantom import PHANTOM_CLASSES, PHANTOM_MODALITIES, generate_phantoms
 
 
 def _high_frequency_share(images: np.ndarray) -> float:

@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from omnifm.datamodules.base import (
-    LUMA_601,
-    ArrayDataset,
-    SourceDataModule,
-    Split,
-    reduce_labels,
-    to_channels,
-)
+from omnifm.datamodules.base import SourceDataModule
+from omnifm.datasets import ArrayDataset, Split, reduce_labels
+from omnifm.functional.image import LUMA_601, to_channels
 
 
 class _MultiLabelSource(SourceDataModule):

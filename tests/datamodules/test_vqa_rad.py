@@ -15,7 +15,7 @@ from omnifm.datamodules import (
     VQARADDataModule,
     normalize_answer,
 )
-from omnifm.datamodules.base import SPLITS
+from omnifm.datasets import SPLITS
 
 
 def fake_vqa_rad(folder: Path, images_per_organ: int = 10, test: bool = False) -> Path:

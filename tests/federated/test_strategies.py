@@ -1,11 +1,17 @@
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
-from torch import nn
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor, nn
 
 from omnifm.federated import FedAvg, FedBN, FedPer, FedProx, OmniFM
 from omnifm.functional import kmeans, weighted_average
+from omnifm.tasks.hooks import LossTerm
 
-from .helpers import tiny_task
+from .helpers import tiny_federation, tiny_task
 
 
 def test_weighted_average_is_example_weighted() -> None:
@@ -31,12 +37,14 @@ def test_weighted_average_rejects_mismatched_states() -> None:
 def test_fedprox_term_is_half_mu_squared_distance() -> None:
     model = tiny_task(stack=False)
     shared = {k: v.clone() for k, v in model.state_dict().items()}
-    term = FedProx(mu=0.5).client_loss(shared)
-    assert term is not None and term(model).item() == 0.0
+    (term,) = FedProx(mu=0.5).client_callbacks(shared)
+    assert isinstance(term, LossTerm) and term.name == "client_term"
+    _, out = model(batch := {"image": torch.rand(2, 1, 16, 16)})
+    assert term.loss_term(model, batch, out).item() == 0.0
     with torch.no_grad():
         model.head.bias.add_(2.0)  # 4 classes: ||delta||^2 = 4 * 4 = 16
-    torch.testing.assert_close(term(model), torch.tensor(0.25 * 16.0))
-    assert FedAvg().client_loss(shared) is None
+    torch.testing.assert_close(term.loss_term(model, batch, out), torch.tensor(0.25 * 16.0))
+    assert FedAvg().client_callbacks(shared) == []
 
 
 def test_personal_keys_of_each_strategy() -> None:
@@ -60,3 +68,51 @@ def test_kmeans_finds_separated_clusters() -> None:
     assert found.shape == (3, 3)
     assert sorted((found @ centres.T).argmax(dim=1).tolist()) == [0, 1, 2]
     assert kmeans(x[:2], 5).shape == (2, 3)
+
+
+class _HeadGradientsDropped(Callback):
+    """A gradient hook: the head's gradients are dropped before every optimizer step."""
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, _: Any):
+        for p in pl_module.head.parameters():
+            p.grad = None  # AdamW leaves a parameter without a gradient as it is
+
+
+class _LossProbe(Callback):
+    """A loss term: zero, but counted, so the test sees the task call it every step."""
+
+    name = "probe"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def loss_term(self, task: LightningModule, batch: Any, out: Any) -> Tensor:
+        self.calls += 1
+        return torch.zeros((), device=task.device)
+
+
+class _FrozenHeads(FedAvg):
+    """A strategy written outside omnifm: only ``client_callbacks``, nothing in the client,
+    server or round loop."""
+
+    def __init__(self) -> None:
+        self.probe = _LossProbe()
+
+    def client_callbacks(self, shared: Mapping[str, Tensor]) -> list[Callback]:
+        return [_HeadGradientsDropped(), self.probe]
+
+
+def test_a_new_strategy_changes_local_training_through_callbacks_only(tmp_path: Path) -> None:
+    # Prepare
+    strategy = _FrozenHeads()
+    run = tiny_federation(tmp_path, strategy, rounds=1, stack=False)
+    before = {k: v.clone() for k, v in run.server.shared.items()}
+    # Execute
+    run.fit()
+    # Assert: the head never moved (up to the rounding of averaging), the encoder did, and the
+    # loss term ran at every step
+    after = run.server.shared
+    torch.testing.assert_close(after["head.weight"], before["head.weight"], rtol=0, atol=1e-6)
+    moved = [k for k in before if k.startswith("encoder.") and not torch.equal(before[k], after[k])]
+    assert moved
+    assert strategy.probe.calls == 3 * 2  # 3 clients x max_steps=2

@@ -32,14 +32,15 @@ def test_binary_needs_two_classes() -> None:
         ClassificationTask(3, 1, "binary", backbone="test_resnet")
 
 
-def test_plain_baseline_has_no_stack_and_a_bank_is_used_when_attached() -> None:
+def test_plain_baseline_has_no_stack_and_a_bank_is_used_when_given() -> None:
     plain = ClassificationTask(3, 1, backbone="test_resnet", embed_dim=16, stack=None)
-    assert plain.stack is None and plain.personal_parameter_names() == set()
+    assert plain.stack is None and plain.parameter_groups()["personal"] == set()
     full = ClassificationTask(3, 1, backbone="test_resnet", embed_dim=16)
-    full.bank = SpectralBank(128)
-    full.bank.update("a", "ct", torch.randn(4, 128), round=0)
-    _, out = full(batch())
+    bank = SpectralBank(128)
+    bank.update("a", "ct", torch.randn(4, 128), round=0)
+    _, out = full(batch(), bank)
     assert out.hit_ids.shape == (8, 4)
+    assert full(batch())[1].hit_ids.shape == (8, 0)  # no bank, no retrieval
 
 
 def test_batch_norm_recalibration_gives_the_data_statistics() -> None:

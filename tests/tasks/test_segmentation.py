@@ -94,16 +94,16 @@ def test_dice_ce_loss_is_lower_for_the_right_mask() -> None:
 
 def test_plain_unet_timm_backbone_and_a_bank() -> None:
     plain = tiny(stack=False)
-    assert plain.bridge is None and plain.personal_parameter_names() == set()
+    assert plain.bridge is None and plain.parameter_groups()["personal"] == set()
     assert plain(batch((16, 16)))[0].shape == (2, 2, 16, 16)
     timm_model = SegmentationTask(2, 1, backbone="test_resnet", embed_dim=16, stack=None)
     assert timm_model(batch((32, 32)))[0].shape == (2, 2, 32, 32)
     full = tiny()
-    full.bank = SpectralBank(8)
-    full.bank.update("a", "ct", torch.randn(4, 8), round=0)
-    _, out = full(batch((16, 16)))
+    bank = SpectralBank(8)
+    bank.update("a", "ct", torch.randn(4, 8), round=0)
+    _, out = full(batch((16, 16)), bank)
     assert out.hit_ids.shape == (2, 4)
-    assert full.head_parameter_names() == {"head.weight", "head.bias"}
+    assert full.parameter_groups()["head"] == {"head.weight", "head.bias"}
 
 
 @pytest.mark.parametrize(

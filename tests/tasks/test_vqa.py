@@ -92,7 +92,7 @@ def test_answers_logits_and_loss_skip_unknown_answers(fusion: str) -> None:
     assert loss.item() == pytest.approx(known.item(), rel=1e-5)
     assert set(model.val_metrics.compute()) == {"val/acc", "val/acc_closed", "val/acc_open"}
     assert set(model.train_metrics.keys()) == {"train/acc"}
-    assert model.head_parameter_names() == {"head.weight", "head.bias"}
+    assert model.parameter_groups()["head"] == {"head.weight", "head.bias"}
 
 
 def test_default_text_encoder_needs_the_questions() -> None:

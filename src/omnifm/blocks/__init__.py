@@ -3,6 +3,7 @@
 from omnifm.blocks.attention import EmbeddingCrossAttention
 from omnifm.blocks.bridge import DenseBridge
 from omnifm.blocks.prompt import PrefixSuffixPrompt
+from omnifm.blocks.retrieval import Retriever
 from omnifm.blocks.stack import OmniFMStack, StackOutput
 from omnifm.blocks.tokenizer import SpectralTokenizer
 
@@ -11,6 +12,7 @@ __all__ = [
     "EmbeddingCrossAttention",
     "OmniFMStack",
     "PrefixSuffixPrompt",
+    "Retriever",
     "SpectralTokenizer",
     "StackOutput",
 ]

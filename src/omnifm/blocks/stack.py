@@ -9,9 +9,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from omnifm.bank import Retriever
 from omnifm.blocks.attention import EmbeddingCrossAttention
 from omnifm.blocks.prompt import PrefixSuffixPrompt
+from omnifm.blocks.retrieval import Retriever
 from omnifm.blocks.tokenizer import SpectralTokenizer
 from omnifm.functional import contrastive_spalign_loss, spalign_loss, spread_floor_loss
 

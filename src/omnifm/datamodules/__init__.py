@@ -1,46 +1,46 @@
-"""LightningDataModules and datasets: image sources, client partitioning, phantom data."""
+"""LightningDataModules: image sources with their splits and dataloaders, and the federated
+scenario that makes clients of them. Datasets, file readers and phantom generators live in
+``omnifm.datasets``; the ones users name are re-exported here."""
 
-from omnifm.datamodules.base import (
-    ArrayDataset,
-    SourceDataModule,
-    TaskType,
-    reduce_labels,
-    to_channels,
-)
+from omnifm.datamodules.base import SourceDataModule
 from omnifm.datamodules.federated import (
     ClientDataModule,
     ClientInfo,
     ClientSource,
-    ClientSubset,
     FederatedDataModule,
     UnknownClientError,
 )
 from omnifm.datamodules.fusion_pairs import FusionPairsDataModule
 from omnifm.datamodules.medmnist import MedMNISTDataModule
-from omnifm.datamodules.partition import Partition, dirichlet_split, iid_split, split_indices
-from omnifm.datamodules.phantom import (
-    PHANTOM_CLASSES,
-    PhantomDataModule,
-    generate_phantoms,
-    render_scenes,
-)
+from omnifm.datamodules.phantom import PhantomDataModule
 from omnifm.datamodules.phantom_dense import (
     PhantomSegmentationDataModule,
     PhantomSuperResolutionDataModule,
 )
-from omnifm.datamodules.phantom_tasks import (
+from omnifm.datamodules.phantom_tasks import PhantomFusionDataModule, PhantomVQADataModule
+from omnifm.datamodules.segmentation import SegmentationFolderDataModule
+from omnifm.datamodules.super_resolution import SuperResolutionDataModule
+from omnifm.datamodules.vqa_rad import VQARADDataModule
+from omnifm.datasets import (
     PHANTOM_ANSWERS,
-    PhantomFusionDataModule,
-    PhantomVQADataModule,
-)
-from omnifm.datamodules.segmentation import SegmentationFolderDataModule, pair_files
-from omnifm.datamodules.super_resolution import (
+    PHANTOM_CLASSES,
+    ArrayDataset,
+    ClientSubset,
     LowResPairs,
-    SuperResolutionDataModule,
+    Partition,
+    TaskType,
+    dirichlet_split,
     downsample,
+    generate_phantoms,
+    iid_split,
+    normalize_answer,
+    pair_files,
     parse_breakhis,
+    reduce_labels,
+    render_scenes,
+    split_indices,
 )
-from omnifm.datamodules.vqa_rad import VQARADDataModule, normalize_answer
+from omnifm.functional import to_channels
 
 __all__ = [
     "PHANTOM_ANSWERS",

@@ -10,20 +10,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning import LightningDataModule
-from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from omnifm.datamodules.base import (
-    SPLITS,
-    SourceDataModule,
-    Split,
-    TaskType,
-    can_convert,
-    check_split,
-    to_channels,
-)
-from omnifm.datamodules.errors import Unavailable, naming
-from omnifm.datamodules.partition import Partition, derive_seed, split_indices
+from omnifm.datamodules.base import SourceDataModule
+from omnifm.datasets.base import SPLITS, Split, TaskType, check_split
+from omnifm.datasets.client import ClientSubset
+from omnifm.datasets.errors import Unavailable, naming
+from omnifm.datasets.partition import Partition, derive_seed, split_indices
+from omnifm.functional import can_convert
 
 log = logging.getLogger("omnifm")
 
@@ -56,36 +50,6 @@ class UnknownClientError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-class ClientSubset(Dataset):
-    """One client's examples of a source split: images converted to `in_channels`, single
-    labels shifted by `label_offset`; a failed read names `client`."""
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        indices: np.ndarray,
-        in_channels: int,
-        label_offset: int = 0,
-        client: str = "",
-    ) -> None:
-        self.dataset = dataset
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.in_channels = in_channels
-        self.label_offset = label_offset
-        self.client = client
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        with naming(f"client {self.client!r}"):
-            item = dict(self.dataset[int(self.indices[index])])
-        item["image"] = to_channels(item["image"], self.in_channels)
-        if self.label_offset:
-            item["label"] = item["label"] + self.label_offset
-        return item
 
 
 class ClientDataModule(LightningDataModule):

@@ -1,4 +1,4 @@
-"""MedMNIST v2 (2D) files as one image source."""
+"""MedMNIST v2 (2D) files as one image source (``omnifm.datasets.medmnist`` reads them)."""
 
 from __future__ import annotations
 
@@ -8,35 +8,19 @@ from typing import cast
 import medmnist
 import numpy as np
 
-from omnifm.datamodules.base import ArrayDataset, SourceDataModule, Split, TaskType, reduce_labels
+from omnifm.datamodules.base import SourceDataModule
+from omnifm.datasets.array import ArrayDataset, reduce_labels
+from omnifm.datasets.base import Split
+from omnifm.datasets.medmnist import (
+    MEDMNIST_2D_FLAGS,
+    MEDMNIST_MODALITIES,
+    MEDMNIST_SIZES,
+    MEDMNIST_TASK_TYPES,
+    medmnist_filename,
+    read_medmnist,
+)
 
-MEDMNIST_SIZES = (28, 64, 128, 224)
-MEDMNIST_2D_FLAGS = tuple(flag for flag in medmnist.INFO if not flag.endswith("3d"))
-MEDMNIST_MODALITIES: dict[str, str] = {
-    "breastmnist": "ultrasound",
-    "retinamnist": "fundus",
-    "pneumoniamnist": "x-ray",
-    "chestmnist": "x-ray",
-    "dermamnist": "dermoscopy",
-    "pathmnist": "histopathology",
-    "bloodmnist": "microscopy",
-    "octmnist": "oct",
-    "organamnist": "ct",
-    "organcmnist": "ct",
-    "organsmnist": "ct",
-    "tissuemnist": "microscopy",
-}
-_TASK_TYPES: dict[str, TaskType] = {
-    "multi-class": "multi-class",
-    "ordinal-regression": "multi-class",
-    "binary-class": "binary",
-    "multi-label, binary-class": "multi-label",
-}
-
-
-def medmnist_filename(flag: str, size: int) -> str:
-    """The file name MedMNIST uses: `{flag}.npz` for size 28, else `{flag}_{size}.npz`."""
-    return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+__all__ = ["MedMNISTDataModule"]
 
 
 class MedMNISTDataModule(SourceDataModule):
@@ -67,7 +51,7 @@ class MedMNISTDataModule(SourceDataModule):
         self.size = size
         self.download = download
         self.info = medmnist.INFO[flag]
-        self.task_type = _TASK_TYPES[self.info["task"]]
+        self.task_type = MEDMNIST_TASK_TYPES[self.info["task"]]
         self.num_classes = len(self.info["label"])
         self.in_channels = int(self.info["n_channels"])
         self.modality = modality or MEDMNIST_MODALITIES.get(flag, "unknown")
@@ -77,37 +61,13 @@ class MedMNISTDataModule(SourceDataModule):
         """The file this source reads."""
         return os.path.join(self.root, medmnist_filename(self.flag, self.size))
 
-    def _medmnist(self, split: Split) -> medmnist.dataset.MedMNIST:
-        if self.download:
-            os.makedirs(self.root, exist_ok=True)
-        elif not os.path.isfile(self.path):
-            raise FileNotFoundError(
-                f"MedMNIST file not found: {self.path!r}; set `download: true` for "
-                f"{self.flag!r} or place {medmnist_filename(self.flag, self.size)} there"
-            )
-        cls = getattr(medmnist, self.info["python_class"])
-        try:
-            return cls(split=split, root=self.root, size=self.size, download=self.download)
-        except Exception as err:  # np.load of a truncated file: BadZipFile, EOFError, ...
-            name = medmnist_filename(self.flag, self.size)
-            fix = (
-                "check the network, or place the file there by hand"
-                if self.download
-                else f"copy {name} there again, or delete it and set `download: true`"
-            )
-            raise ValueError(
-                f"cannot read MedMNIST file {self.path!r} ({type(err).__name__}: {err}); it is "
-                f"damaged or incomplete: {fix}"
-            ) from err
-
     def prepare_data(self) -> None:
         """Fetch the file once when `download` is set."""
         if self.download:
-            self._medmnist("train")
+            read_medmnist(self.flag, self.root, self.size, "train", self.download)
 
     def _build(self, split: Split) -> ArrayDataset:
-        data = self._medmnist(split)
-        return ArrayDataset(data.imgs, data.labels, self.task_type)
+        return read_medmnist(self.flag, self.root, self.size, split, self.download)
 
     def labels(self, split: Split) -> np.ndarray:
         """One int label per example (multi-label: first positive, or num_classes if none)."""

@@ -6,9 +6,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from omnifm.datamodules.base import ArrayDataset, Split, TaskType
 from omnifm.datamodules.phantom import PhantomDataModule
-from omnifm.datamodules.super_resolution import LowResPairs
+from omnifm.datasets.array import ArrayDataset
+from omnifm.datasets.base import Split, TaskType
+from omnifm.datasets.super_resolution import LowResPairs
 
 __all__ = ["PhantomSegmentationDataModule", "PhantomSuperResolutionDataModule"]
 

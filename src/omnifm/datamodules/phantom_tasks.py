@@ -1,68 +1,23 @@
 """Generated phantom data for VQA (questions about a phantom) and for fusion (one phantom scene
-rendered in two modality styles). No files; every example is a pure function of its seed."""
+rendered in two modality styles) as image sources; ``omnifm.datasets.phantom_vqa`` and
+``omnifm.datasets.phantom_fusion`` generate them. No files."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-import matplotlib
 import numpy as np
-import torch
 
-from omnifm.datamodules.base import SPLITS, SourceDataModule, Split, TaskType
-from omnifm.datamodules.fusion_pairs import PairDataset
-from omnifm.datamodules.phantom import (
-    PHANTOM_CLASSES,
-    PHANTOM_MODALITIES,
-    PhantomDataModule,
-    PhantomModality,
-    _blur,
-    generate_phantoms,
-    render_scenes,
-)
-from omnifm.datamodules.vqa_rad import VQADataset
+from omnifm.datamodules.base import SourceDataModule
+from omnifm.datamodules.phantom import PhantomDataModule
+from omnifm.datasets.base import Split, TaskType
+from omnifm.datasets.fusion_pairs import PairDataset
+from omnifm.datasets.phantom import PhantomModality, generate_phantoms
+from omnifm.datasets.phantom_fusion import FUSION_PARTNERS, FusionPartner, phantom_pairs
+from omnifm.datasets.phantom_vqa import PHANTOM_ANSWERS, phantom_records, phantom_vqa
+from omnifm.datasets.vqa_rad import VQADataset
 
-__all__ = ["PHANTOM_ANSWERS", "PhantomFusionDataModule", "PhantomVQADataModule", "phantom_qa"]
-
-PHANTOM_ANSWERS = ("yes", "no", *PHANTOM_CLASSES, "left", "right")
-_QUESTION_KINDS = 4
-
-
-def phantom_qa(label: int, mask: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
-    """One question about a phantom with anatomy class ``label`` and structure ``mask``.
-
-    Four kinds, drawn at random: "what structure is shown?" (open: the class), "is there a
-    <class> in the image?" (closed; the true class half of the time), "is the structure on
-    the left side?" (closed) and "which side is the structure on?" (open: left/right, by the
-    mask's centre of mass in image coordinates).
-    """
-    kind = int(rng.integers(_QUESTION_KINDS))
-    columns = np.nonzero(mask)[1]
-    left = bool(columns.mean() < mask.shape[1] / 2) if columns.size else bool(rng.integers(2))
-    if kind == 0:
-        return {
-            "question": "what structure is shown?",
-            "answer": PHANTOM_CLASSES[label],
-            "answer_type": "OPEN",
-        }
-    if kind == 1:
-        asked = label if rng.random() < 0.5 else int(rng.integers(len(PHANTOM_CLASSES)))
-        return {
-            "question": f"is there a {PHANTOM_CLASSES[asked]} in the image?",
-            "answer": "yes" if asked == label else "no",
-            "answer_type": "CLOSED",
-        }
-    if kind == 2:
-        return {
-            "question": "is the structure on the left side?",
-            "answer": "yes" if left else "no",
-            "answer_type": "CLOSED",
-        }
-    return {
-        "question": "which side is the structure on?",
-        "answer": "left" if left else "right",
-        "answer_type": "OPEN",
-    }
+__all__ = ["PhantomFusionDataModule", "PhantomVQADataModule"]
 
 
 class PhantomVQADataModule(PhantomDataModule):
@@ -97,55 +52,27 @@ class PhantomVQADataModule(PhantomDataModule):
 
     def records(self, split: Split) -> list[dict[str, Any]]:
         """The questions of ``split`` (without images)."""
-        return self._records(split, generate_phantoms(*self._args(split))[1:])
+        indices = np.arange(self.counts[split])
+        _, labels, masks = generate_phantoms(self.modality, self.size, self.seed, split, indices)
+        return phantom_records(labels, masks, self.modality, self.seed, split, self.per_image)
 
     @property
     def questions(self) -> list[str]:
         """The training questions (for the default question tokenizer)."""
         return [r["question"] for r in self.records("train")]
 
-    def _args(self, split: Split) -> tuple[Any, ...]:
-        return self.modality, self.size, self.seed, split, np.arange(self.counts[split])
-
-    def _records(self, split: Split, labels_masks: tuple[np.ndarray, np.ndarray]) -> list[dict]:
-        labels, masks = labels_masks
-        keys = (self.seed, PHANTOM_MODALITIES.index(self.modality), SPLITS.index(split), 1)
-        records = []
-        for i, (label, mask) in enumerate(zip(labels, masks, strict=True)):
-            rng = np.random.default_rng([*keys, i])
-            for q in range(self.per_image):
-                qa = phantom_qa(int(label), mask, rng)
-                records.append({**qa, "image_name": str(i), "qid": i * self.per_image + q})
-        return records
-
     def _build(self, split: Split) -> VQADataset:
-        images, labels, masks = generate_phantoms(*self._args(split))
-        tensors = {str(i): torch.from_numpy(im).permute(2, 0, 1) for i, im in enumerate(images)}
-        return VQADataset(self._records(split, (labels, masks)), tensors, PHANTOM_ANSWERS)
+        count = self.counts[split]
+        return phantom_vqa(self.modality, self.size, self.seed, split, count, self.per_image)
 
     def labels(self, split: Split) -> np.ndarray:
         return self.dataset(split).labels  # type: ignore[attr-defined]
 
 
-FusionPartner = Literal["ct", "pet", "spect"]
-
-
-def _pseudo_colour(ct: np.ndarray, mask: np.ndarray, partner: str) -> np.ndarray:
-    """PET- or SPECT-like RGB (B, S, S, 3): blurred tracer uptake, high in the structure, low
-    in the tissue (from the CT rendering), through matplotlib's ``hot`` (PET) or ``jet``
-    (SPECT) colour map; SPECT is blurrier, as its resolution is lower."""
-    sigma = ct.shape[-1] / (24 if partner == "pet" else 14)
-    uptake = _blur(0.8 * mask.astype(np.float32) + 0.35 * ct, sigma)
-    uptake = uptake / max(float(uptake.max()), 1e-6)
-    cmap = matplotlib.colormaps["hot" if partner == "pet" else "jet"]
-    rgb = cmap(np.clip(uptake, 0, 1))[..., :3]
-    return np.where(uptake[..., None] > 0.05, rgb, 0.0).astype(np.float32)
-
-
 class PhantomFusionDataModule(SourceDataModule):
     """Co-registered phantom pairs: one scene as MRI (``"image"``) and as CT, PET or SPECT
     (``"partner"``, RGB), the item layout of ``FusionPairsDataModule``. PET and SPECT are
-    pseudo-colour renderings of the scene's structure and tissue (``_pseudo_colour``)."""
+    pseudo-colour renderings of the scene's structure and tissue (``pseudo_colour``)."""
 
     num_classes = 0
     in_channels = 1
@@ -164,7 +91,7 @@ class PhantomFusionDataModule(SourceDataModule):
         root: str = ".",
     ) -> None:
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers)
-        if partner not in ("ct", "pet", "spect") or size < 41:
+        if partner not in FUSION_PARTNERS or size < 41:
             raise ValueError(
                 f"need partner 'ct', 'pet' or 'spect' and size >= 41 (VIF), got {partner!r} "
                 f"and {size}"
@@ -178,16 +105,7 @@ class PhantomFusionDataModule(SourceDataModule):
         self.counts: dict[Split, int] = {"train": num_train, "val": num_val, "test": num_test}
 
     def _build(self, split: Split) -> PairDataset:
-        n = self.counts[split]
-        images, _, masks = render_scenes(["mri", "ct"], self.size, self.seed, split, range(n))
-        ct = images["ct"][..., 0]
-        if self.partner == "ct":
-            partner = np.repeat(ct[..., None], 3, axis=-1)
-        else:
-            partner = _pseudo_colour(ct, masks, self.partner)
-        first = (images["mri"][..., 0] * 255).round().astype(np.uint8)
-        second = (partner * 255).round().astype(np.uint8)
-        return PairDataset(first, second, [f"{split}-{i}" for i in range(n)])
+        return phantom_pairs(self.partner, self.size, self.seed, split, self.counts[split])
 
     def labels(self, split: Split) -> np.ndarray:
         raise ValueError("phantom fusion pairs have no labels to partition by; use kind 'iid'")

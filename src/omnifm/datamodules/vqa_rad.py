@@ -1,64 +1,30 @@
-"""VQA-RAD (Lau et al., 2018): radiology images with questions and answers."""
+"""VQA-RAD (Lau et al., 2018) as one image source: radiology images with questions and answers
+(read by ``omnifm.datasets.vqa_rad``), split by image and organ here."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from omnifm.datamodules.base import SourceDataModule, Split, TaskType
+from omnifm.datamodules.base import SourceDataModule
+from omnifm.datasets.base import Split, TaskType
+from omnifm.datasets.splits import check_fractions
+from omnifm.datasets.vqa_rad import (
+    VQADataset,
+    normalize_answer,
+    read_json_list,
+    read_records,
+    read_vqa_image,
+)
 
-__all__ = ["VQADataset", "VQARADDataModule", "normalize_answer"]
+__all__ = ["VQARADDataModule"]
 
 Organ = Literal["HEAD", "CHEST", "ABD"]
 ORGANS: tuple[str, ...] = ("HEAD", "CHEST", "ABD")
 _ORGAN_TAGS = {"HEAD": "head", "CHEST": "chest", "ABD": "abdomen"}
-_FIELDS = ("image_name", "image_organ", "answer", "answer_type", "question")
-
-
-def normalize_answer(answer: Any) -> str:
-    """Lower case, single spaces, no trailing full stop: ``" Right  Lung."`` -> ``"right lung"``.
-
-    Numbers (some records store ``4`` rather than ``"4"``) become their text.
-    """
-    return " ".join(str(answer).lower().split()).rstrip(".").strip()
-
-
-class VQADataset(Dataset):
-    """Items ``{"image" (1, S, S), "label", "question", "closed", "qid"}`` of QA records.
-
-    ``label`` is the answer's index in ``answers``, or ``-1`` for an answer outside it (an
-    unknown answer: counted as wrong by ``AnswerAccuracy``). ``images`` maps image names to
-    loaded tensors, shared between splits.
-    """
-
-    def __init__(
-        self, records: list[dict[str, Any]], images: dict[str, Tensor], answers: Sequence[str]
-    ) -> None:
-        index = {a: i for i, a in enumerate(answers)}
-        self.records = records
-        self.images = images
-        self.labels = np.array([index.get(r["answer"], -1) for r in records], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        r = self.records[i]
-        return {
-            "image": self.images[r["image_name"]],
-            "label": torch.tensor(self.labels[i]),
-            "question": r["question"],
-            "closed": torch.tensor(r["answer_type"] == "CLOSED"),
-            "qid": torch.tensor(int(r.get("qid", i))),
-        }
 
 
 class VQARADDataModule(SourceDataModule):
@@ -114,13 +80,7 @@ class VQARADDataModule(SourceDataModule):
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers)
         if organ is not None and organ not in ORGANS:
             raise ValueError(f"unknown organ {organ!r}; use one of {list(ORGANS)} or null")
-        if not (
-            0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1
-        ):
-            raise ValueError(
-                "need 0 < val_fraction < 1, 0 <= test_fraction < 1 and their sum below 1, got "
-                f"{val_fraction} and {test_fraction}"
-            )
+        check_fractions(val_fraction, test_fraction, needs_val=True)
         if size < 16:
             raise ValueError(f"size must be >= 16, got {size}")
         self.organ = organ
@@ -142,54 +102,14 @@ class VQARADDataModule(SourceDataModule):
         super().with_root(root)
         self._splits, self._answers, self._images = None, None, {}
 
-    def _read(self, name: str, required: bool = True) -> list[Any] | None:
-        path = self.folder / name
-        if not path.is_file():
-            if not self.folder.is_dir():
-                raise FileNotFoundError(
-                    f"VQA-RAD folder {self.folder} not found; it needs trainset.json, "
-                    "answer_all_list.json and images/ (set the data root, e.g. ../shared/data)"
-                )
-            if required:
-                raise FileNotFoundError(f"{path} not found; VQA-RAD needs {name} in {self.folder}")
-            return None
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
-        if not isinstance(data, list):
-            raise ValueError(f"{path} must hold a JSON list, got {type(data).__name__}")
-        return data
-
-    def _records(self, name: str, required: bool = True) -> list[dict[str, Any]] | None:
-        raw = self._read(name, required)
-        if raw is None:
-            return None
-        records = []
-        for i, r in enumerate(raw):
-            missing = [f for f in _FIELDS if not isinstance(r, dict) or f not in r]
-            if missing:
-                raise ValueError(f"{self.folder / name} record {i} lacks fields {missing}")
-            answer_type = str(r["answer_type"]).strip().upper()
-            organ = str(r["image_organ"]).strip().upper()
-            records.append(
-                {
-                    **r,
-                    "answer": normalize_answer(r["answer"]),
-                    "answer_type": answer_type,
-                    "image_organ": organ,
-                }
-            )
-        return records
-
     # splits and vocabulary ---------------------------------------------------------------
     def _split_records(self) -> dict[Split, list[dict[str, Any]]]:
         """Every organ's records per split (cached)."""
         if self._splits is not None:
             return self._splits
-        train = self._records("trainset.json")
+        train = read_records(self.folder, "trainset.json")
         assert train is not None
-        test = self._records("testset.json", required=False)
+        test = read_records(self.folder, "testset.json", required=False)
         carve_test = test is None
         rng = np.random.default_rng(self.seed)
         held: dict[str, Split] = {}
@@ -212,7 +132,8 @@ class VQARADDataModule(SourceDataModule):
     def answers(self) -> list[str]:
         """The answer vocabulary: ``answer_all_list.json`` then missing training answers."""
         if self._answers is None:
-            listed = dict.fromkeys(normalize_answer(a) for a in self._read("answer_all_list.json"))
+            raw = read_json_list(self.folder, "answer_all_list.json") or []
+            listed = dict.fromkeys(normalize_answer(a) for a in raw)
             train = {r["answer"] for r in self._split_records()["train"]}
             self._answers = [*listed, *sorted(train - set(listed))]
         return self._answers
@@ -238,21 +159,9 @@ class VQARADDataModule(SourceDataModule):
         """Answer index per record (``-1``: unknown answer)."""
         return self.dataset(split).labels  # type: ignore[attr-defined]
 
-    # images --------------------------------------------------------------------------------
-    def _load_image(self, name: str) -> Tensor:
-        path = self.folder / "images" / name
-        if not path.is_file():
-            raise FileNotFoundError(f"image {path} named by a VQA-RAD record is missing")
-        try:
-            with Image.open(path) as img:
-                img.draft("L", (self.size, self.size))  # JPEG: decode at a reduced scale
-                grey = ImageOps.pad(img.convert("L"), (self.size, self.size), color=0)
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read image {path}: {err}") from err
-        return torch.from_numpy(np.asarray(grey, dtype=np.float32) / 255.0)[None]
-
+    # datasets ------------------------------------------------------------------------------
     def _build(self, split: Split) -> VQADataset:
         records = self.records(split)
         for name in sorted({r["image_name"] for r in records} - set(self._images)):
-            self._images[name] = self._load_image(name)
+            self._images[name] = read_vqa_image(self.folder / "images" / name, self.size)
         return VQADataset(records, self._images, self.answers)

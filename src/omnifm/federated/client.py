@@ -11,28 +11,15 @@ from lightning.pytorch.loggers import Logger
 from torch import Tensor
 
 from omnifm.bank import BankSnapshot
+from omnifm.federated.callbacks import BankRetrieval
 from omnifm.federated.messages import EvaluateRes, FitIns, FitRes
 from omnifm.federated.strategies import Strategy
 from omnifm.functional import effective_rank, kmeans
 from omnifm.tasks.base import OmniFMTask
 
-__all__ = ["Client", "ClientFailure", "TrainerFactory", "local_trainer", "token_spread"]
+__all__ = ["Client", "ClientFailure", "TrainerFactory", "token_spread"]
 
 TrainerFactory = Callable[..., Trainer]
-
-
-def local_trainer(settings: dict[str, Any], root: str, **overrides: Any) -> Trainer:
-    """A fresh local Trainer: the recipe's ``trainer`` settings, quiet, no checkpoints."""
-    kwargs = {
-        "enable_checkpointing": False,
-        "enable_model_summary": False,
-        "enable_progress_bar": False,
-        "log_every_n_steps": 1,
-        "default_root_dir": root,
-        **settings,
-        **overrides,
-    }
-    return Trainer(**kwargs)
 
 
 def token_spread(tokens: Tensor) -> dict[str, float]:
@@ -54,6 +41,10 @@ class ClientFailure(RuntimeError):
 
 def _cpu_state(model: OmniFMTask) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _bank(state: dict[str, Any] | None) -> BankRetrieval:
+    return BankRetrieval(BankSnapshot.from_state_dict(state) if state is not None else None)
 
 
 def _finite(t: Tensor) -> bool:
@@ -86,10 +77,9 @@ class Client:
     def personal_state(self) -> dict[str, Tensor]:
         return self.personal if self.personal is not None else self.initial_personal
 
-    def load(self, model: OmniFMTask, shared: dict[str, Tensor], bank: dict | None) -> None:
+    def load(self, model: OmniFMTask, shared: dict[str, Tensor]) -> None:
         """Shared weights from the server plus this client's personal state, into ``model``."""
         model.load_state_dict({**shared, **self.personal_state}, strict=True)
-        model.bank = BankSnapshot.from_state_dict(bank) if bank is not None else None
 
     def fit(
         self,
@@ -99,20 +89,24 @@ class Client:
         make_trainer: TrainerFactory,
         logger: Logger | bool = False,
     ) -> FitRes:
-        """Train locally from the round's shared weights; returns the shared part of the result."""
-        self.load(model, ins.weights, ins.bank)
-        model.extra_loss = strategy.client_loss(ins.weights)
-        model.hit_ids = []
+        """Train locally from the round's shared weights; returns the shared part of the result.
+
+        The local Trainer gets the federation's callbacks: the round's bank (``BankRetrieval``)
+        and the strategy's (``Strategy.client_callbacks``)."""
+        self.load(model, ins.weights)
+        bank = _bank(ins.bank)
         seed_everything(ins.seed, workers=True, verbose=False)
         reseed = getattr(self.datamodule, "reseed", None)
         if callable(reseed):
             reseed(ins.seed)
-        try:
-            # the federation validates every client after aggregation, not inside local fits
-            trainer = make_trainer(logger=logger, limit_val_batches=0, num_sanity_val_steps=0)
-            trainer.fit(model, datamodule=self.datamodule)
-        finally:
-            model.extra_loss = None
+        # the federation validates every client after aggregation, not inside local fits
+        trainer = make_trainer(
+            logger=logger,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            callbacks=[bank, *strategy.client_callbacks(ins.weights)],
+        )
+        trainer.fit(model, datamodule=self.datamodule)
         state = _cpu_state(model)
         bad = [k for k, v in state.items() if v.is_floating_point() and not _finite(v)]
         if bad:
@@ -123,11 +117,7 @@ class Client:
         personal = set(self.initial_personal)
         self.personal = {k: state[k] for k in personal}
         self.steps += trainer.global_step
-        hits = (
-            torch.cat(model.hit_ids).reshape(-1).cpu() if model.hit_ids else torch.empty(0).long()
-        )
-        model.hit_ids = []
-        ids, counts = hits.unique(return_counts=True)
+        ids, counts = bank.hits()
         tokens = self.spectral_tokens(model) if ins.prototypes else None
         if tokens is not None:
             metrics.update(token_spread(tokens))
@@ -153,8 +143,8 @@ class Client:
         stage: Literal["validate", "test"] = "validate",
     ) -> EvaluateRes:
         """Metrics of the global shared weights plus this client's personal state."""
-        self.load(model, shared, bank)
-        trainer = make_trainer(logger=False)
+        self.load(model, shared)
+        trainer = make_trainer(logger=False, callbacks=[_bank(bank)])
         results = getattr(trainer, stage)(model, datamodule=self.datamodule, verbose=False)
         split = "val" if stage == "validate" else "test"
         metrics = {k: float(v) for k, v in results[0].items()} if results else {}

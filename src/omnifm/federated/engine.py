@@ -7,16 +7,15 @@ import time
 import traceback
 from typing import Any
 
-import torch
 from lightning.pytorch import Trainer
 
 from omnifm.federated.checkpoint import check_fits
-from omnifm.federated.client import Client, local_trainer
+from omnifm.federated.client import Client
 from omnifm.federated.config import FederationConfig
 from omnifm.federated.messages import EvaluateRes, FitRes
 from omnifm.federated.reporting import ClientLogger
 from omnifm.federated.rounds import FederationError, RoundLoop, Stage, Upload
-from omnifm.federated.server import client_seed
+from omnifm.federated.trainer import client_seed, local_trainer, trainer_device
 from omnifm.tasks.base import OmniFMTask
 
 __all__ = ["Federation", "FederationError"]
@@ -32,10 +31,10 @@ class Federation(RoundLoop):
     precision), aggregate by the strategy, refresh the spectral bank, validate every client,
     log to TensorBoard and checkpoint. ``fit`` ends with a test of every client.
 
-    Example:
-        >>> from omnifm.datamodules import FederatedDataModule  # doctest: +SKIP
-        >>> run = Federation(ClassificationTask(num_classes=4), FederatedDataModule(...))
-        >>> results = run.fit()  # list of per-client test metrics plus a "mean" row
+    Example (trains, so not run as a doctest; the README's "Use from Python" has a full one)::
+
+        run = Federation(ClassificationTask(num_classes=4), FederatedDataModule(...))
+        results = run.fit()  # list of per-client test metrics plus a "mean" row
     """
 
     def __init__(
@@ -69,7 +68,7 @@ class Federation(RoundLoop):
     # the clients, in this process ----------------------------------------------------------
     def warmup_uploads(self) -> list[Upload]:
         self.model.load_state_dict({**self.server.shared, **self.server.initial_personal})
-        self.model.to(self._device())
+        self.model.to(trainer_device(self.trainer_kwargs))
         uploads = []
         for name, client in self.clients.items():
             seed = client_seed(self.config.seed, 0, name)
@@ -125,7 +124,7 @@ class Federation(RoundLoop):
         return results, failures
 
     def evaluate_clients(self, stage: Stage) -> list[dict[str, Any]]:
-        bank = self.server.bank.snapshot().state_dict() if self.server.bank is not None else None
+        bank = self.server.bank_snapshot()
         rows: list[dict[str, Any]] = []
         for name, client in self.clients.items():
             try:
@@ -152,6 +151,3 @@ class Federation(RoundLoop):
         for name, client in self.clients.items():
             client.personal = state["personal"].get(name)
             client.steps = state["steps"].get(name, 0)
-
-    def _device(self) -> torch.device:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -6,21 +6,18 @@ reached: in process (``Federation``) or over Flower (``omnifm.federated.flower``
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
-import warnings
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from omnifm import hide_foreign_warnings
 from omnifm.bank import SpectralBank
 from omnifm.federated.checkpoint import (
     LAST,
@@ -35,41 +32,30 @@ from omnifm.federated.messages import FitRes
 from omnifm.federated.reporting import append_csv, format_table, write_csv
 from omnifm.federated.sampling import ClientSampler
 from omnifm.federated.server import Server
+from omnifm.federated.trainer import quiet_lightning
 from omnifm.tasks.base import OmniFMTask
 
-__all__ = ["FederationError", "RoundLoop", "Stage", "Upload", "quiet_lightning"]
+__all__ = ["FederationError", "RoundLoop", "Stage", "Upload"]
 
 log = logging.getLogger("omnifm")
 Stage = Literal["validate", "test"]
 Upload = tuple[str, str, Tensor]  # (client, modality, spectral prototypes)
 
 
+METRICS = "metrics.yaml"  # in a run folder: the task's monitor, mode and metric directions
+
+
 class FederationError(RuntimeError):
     """A round could not complete (too few clients succeeded)."""
-
-
-@contextlib.contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's per-Trainer banners: a run builds one Trainer per client per round."""
-    names = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda")
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*"):
-            warnings.filterwarnings("ignore", pattern)
-        hide_foreign_warnings()
-        try:
-            yield
-        finally:
-            for logger, level in zip(loggers, levels, strict=True):
-                logger.setLevel(level)
 
 
 class RoundLoop:
     """Rounds of sampled clients: aggregation by the strategy, the spectral bank, TensorBoard
     and CSV logs, and a checkpoint after every round.
+
+    ``fit`` runs it all; a caller that drives a run itself (a benchmark timing one step)
+    calls the same steps: ``start`` (new run or resume), ``warmup`` (the bank's round 0),
+    ``fit_round``, ``evaluate`` and ``checkpoint``.
 
     Subclasses reach the clients: ``warmup_uploads``, ``fit_clients`` and
     ``evaluate_clients``; those holding personal states also ``client_state`` and
@@ -125,18 +111,15 @@ class RoundLoop:
         """Train for ``config.rounds`` rounds (resuming from ``ckpt_path``), then test."""
         cfg = self.config
         with quiet_lightning():
-            if ckpt_path is not None:
-                self._resume(ckpt_path)
-            else:
-                self._new_run()
-                if self.server.bank is not None and cfg.bank.warmup:
-                    self._warmup()
+            self.start(ckpt_path)
+            if ckpt_path is None and self.server.bank is not None and cfg.bank.warmup:
+                self.warmup()
             for round_ in range(self.round + 1, cfg.rounds + 1):
-                self._fit_round(round_)
+                self.fit_round(round_)
                 if round_ % cfg.eval_every == 0 or round_ == cfg.rounds:
-                    self._evaluate(round_, "validate")
-                self._checkpoint(round_)
-            return self._evaluate(self.round, "test")
+                    self.evaluate(round_, "validate")
+                self.checkpoint()
+            return self.evaluate(self.round, "test")
 
     def validate(self, ckpt_path: str | None = None) -> list[dict[str, Any]]:
         return self._evaluate_only("validate", ckpt_path)
@@ -144,8 +127,17 @@ class RoundLoop:
     def test(self, ckpt_path: str | None = None) -> list[dict[str, Any]]:
         return self._evaluate_only("test", ckpt_path)
 
-    # rounds ----------------------------------------------------------------------------------
-    def _warmup(self) -> None:
+    # the steps of a run, for callers that drive it themselves (benchmarks, notebooks) --------
+    def start(self, ckpt_path: str | None = None) -> Path:
+        """Open the run: resume from ``ckpt_path`` (``"last"``, a run folder or a file), or
+        create a new ``output/name/version_N`` folder. Returns the run folder."""
+        if ckpt_path is not None:
+            self._resume(ckpt_path)
+        else:
+            self._new_run()
+        return self._run_dir()
+
+    def warmup(self) -> None:
         """Every client uploads spectral prototypes of the initial model (round 0)."""
         start = time.perf_counter()
         for name, modality, prototypes in self.warmup_uploads():
@@ -157,7 +149,8 @@ class RoundLoop:
                 )
         log.info("bank warm-up: %s (%.1fs)", self.server.bank, time.perf_counter() - start)
 
-    def _fit_round(self, round_: int) -> None:
+    def fit_round(self, round_: int) -> None:
+        """One round: sample clients, fit them, aggregate, refresh and log the bank."""
         cfg = self.config
         chosen = self.server.sampler.sample(round_)
         log.info("round %d/%d: clients %s", round_, cfg.rounds, ", ".join(chosen))
@@ -206,7 +199,7 @@ class RoundLoop:
             across,
         )
 
-    def _evaluate(self, round_: int, stage: Stage, record: bool = True) -> list[dict[str, Any]]:
+    def evaluate(self, round_: int, stage: Stage, record: bool = True) -> list[dict[str, Any]]:
         """Every client evaluates the global shared weights with its personal state.
 
         ``record``: a step of the run, kept in ``history.csv``, TensorBoard and (a test)
@@ -215,13 +208,13 @@ class RoundLoop:
         """
         rows = self.evaluate_clients(stage)
         rows.append(_mean_row(rows))
-        main = _main_metric(rows[-1])
+        main = f"{'val' if stage == 'validate' else 'test'}/{self.model.monitor}"
         log.info(
             "%s after round %d: mean %s %.4f (%s)",
             stage,
             round_,
             main,
-            rows[-1].get(main, 0.0),
+            rows[-1].get(main, float("nan")),
             ", ".join(f"{r['client']} {r.get(main, float('nan')):.3f}" for r in rows[:-1]),
         )
         run_dir = self._run_dir()
@@ -256,11 +249,8 @@ class RoundLoop:
         the run's record: ``history.csv``, ``results.csv`` and the checkpoint stay as they
         were, so ``omnifm validate``/``test`` after the fact never change what a run wrote."""
         with quiet_lightning():
-            if ckpt_path is not None:
-                self._resume(ckpt_path)
-            else:
-                self._new_run()
-            return self._evaluate(self.round, stage, record=False)
+            self.start(ckpt_path)
+            return self.evaluate(self.round, stage, record=False)
 
     # state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -287,8 +277,11 @@ class RoundLoop:
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate((3, tuple(state["rng"]["python"]), None))
 
-    def _checkpoint(self, round_: int) -> None:
-        save_checkpoint(self.state_dict(), self._run_dir() / "checkpoints" / LAST)
+    def checkpoint(self) -> Path:
+        """Save the run's state (after ``self.round``) to ``checkpoints/last.pt``; its path."""
+        path = self._run_dir() / "checkpoints" / LAST
+        save_checkpoint(self.state_dict(), path)
+        return path
 
     def _resume(self, ckpt_path: str) -> None:
         path = resolve_checkpoint(ckpt_path, Path(self.config.output), self.config.name)
@@ -304,7 +297,19 @@ class RoundLoop:
         self.run_dir.mkdir(parents=True)
         if self.recipe is not None:
             (self.run_dir / "config.yaml").write_text(self.recipe)
+        self._write_metric_modes()
         log.info("run folder: %s (tensorboard --logdir %s)", self.run_dir, self.run_dir)
+
+    def _write_metric_modes(self) -> None:
+        """``metrics.yaml``: the task's main metric and which direction is better for each
+        metric, so ``omnifm report`` reads them instead of guessing from names."""
+        assert self.run_dir is not None
+        modes = {
+            "monitor": self.model.monitor,
+            "mode": self.model.mode,
+            "modes": dict(sorted(self.model.metric_modes().items())),
+        }
+        (self.run_dir / METRICS).write_text(yaml.safe_dump(modes, sort_keys=False))
 
     def _run_dir(self) -> Path:
         if self.run_dir is None:
@@ -327,9 +332,3 @@ def _mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = dict.fromkeys(k for r in rows for k, v in r.items() if _metric(v))
     mean = {k: sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
     return {"client": "mean", "modality": "-", **mean}
-
-
-def _main_metric(row: dict[str, Any]) -> str:
-    keys = [k for k in row if _metric(row[k])]
-    preferred = [k for k in keys if k.endswith(("/acc", "/dice", "/psnr", "/vif"))]
-    return (preferred or keys or ["-"])[0]

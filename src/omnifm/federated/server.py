@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 from torch import Tensor
@@ -13,14 +12,10 @@ from omnifm.federated.health import retrieval_health, spread_health
 from omnifm.federated.messages import FitIns, FitRes
 from omnifm.federated.sampling import ClientSampler
 from omnifm.federated.strategies import Strategy
+from omnifm.federated.trainer import client_seed
 from omnifm.tasks.base import OmniFMTask
 
-__all__ = ["Server", "client_seed"]
-
-
-def client_seed(seed: int, round_: int, client: str) -> int:
-    """The seed of one client's local fit: a function of (seed, round, client) only."""
-    return zlib.crc32(f"{seed}/{round_}/{client}".encode())
+__all__ = ["Server"]
 
 
 class Server:
@@ -46,13 +41,16 @@ class Server:
         self.shared = {k: v for k, v in state.items() if k not in self.personal_keys}
         self.health: dict[str, float] = {}  # bank health after the latest aggregation
 
+    def bank_snapshot(self) -> dict[str, Any] | None:
+        """The bank as clients receive it (``BankSnapshot`` state); ``None`` without a bank."""
+        return self.bank.snapshot().state_dict() if self.bank is not None else None
+
     def fit_ins(self, round_: int, client: str) -> FitIns:
-        bank = self.bank.snapshot().state_dict() if self.bank is not None else None
         return FitIns(
             round=round_,
             weights=self.shared,
             seed=client_seed(self.seed, round_, client),
-            bank=bank,
+            bank=self.bank_snapshot(),
             prototypes=self.prototypes_per_client if self.bank is not None else 0,
         )
 

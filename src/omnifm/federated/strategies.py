@@ -1,25 +1,27 @@
 """Federated strategies: which state stays personal, how shared state is aggregated, and what
-a client adds to its loss. A new strategy overrides one or more of those three methods."""
+a client adds to its local training. A new strategy overrides one or more of those three
+methods; it needs no change to the client, the server or the round loop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
+from lightning.pytorch import Callback
 from torch import Tensor, nn
 
-from omnifm.functional import proximal_term, weighted_average
+from omnifm.federated.callbacks import ProximalTerm
+from omnifm.functional import weighted_average
 from omnifm.tasks.base import OmniFMTask
 
 __all__ = ["FedAvg", "FedBN", "FedPer", "FedProx", "OmniFM", "Strategy"]
-
-ClientLoss = Callable[[OmniFMTask], Tensor]
 
 
 class Strategy:
     """FedAvg's rules; subclasses change the personal keys, aggregation or client loss."""
 
     def personal_keys(self, model: OmniFMTask) -> set[str]:
-        """State-dict keys that never leave a client (default: none)."""
+        """State-dict keys that never leave a client (default: none); chosen from the task's
+        ``parameter_groups()`` (encoder, stack, head, personal)."""
         return set()
 
     def aggregate(
@@ -28,9 +30,11 @@ class Strategy:
         """New shared state from the clients' shared states (default: example-weighted mean)."""
         return weighted_average(states, [float(n) for n in num_examples])
 
-    def client_loss(self, shared: Mapping[str, Tensor]) -> ClientLoss | None:
-        """A term a client adds to its training loss, given the round's shared state."""
-        return None
+    def client_callbacks(self, shared: Mapping[str, Tensor]) -> list[Callback]:
+        """Lightning callbacks a client adds to its local Trainer this round, given the round's
+        shared state: a loss term (``omnifm.tasks.hooks.LossTerm``), a gradient correction
+        (``on_before_optimizer_step``), ... (default: none)."""
+        return []
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -49,22 +53,15 @@ class FedProx(Strategy):
             raise ValueError(f"FedProx mu must be >= 0, got {mu}")
         self.mu = mu
 
-    def client_loss(self, shared: Mapping[str, Tensor]) -> ClientLoss | None:
-        reference = {k: v.detach().clone() for k, v in shared.items() if v.is_floating_point()}
-
-        def term(model: OmniFMTask) -> Tensor:
-            params = {k: p for k, p in model.named_parameters() if k in reference}
-            ref = {k: reference[k] for k in params}
-            return 0.5 * self.mu * proximal_term(params, ref).to(model.device)
-
-        return term
+    def client_callbacks(self, shared: Mapping[str, Tensor]) -> list[Callback]:
+        return [ProximalTerm(self.mu, shared)]
 
 
 class FedPer(Strategy):
     """Arivazhagan et al. 2019: the head stays on each client; the body is averaged."""
 
     def personal_keys(self, model: OmniFMTask) -> set[str]:
-        return model.head_parameter_names()
+        return model.parameter_groups()["head"]
 
 
 class FedBN(Strategy):
@@ -88,4 +85,5 @@ class OmniFM(Strategy):
                 "set model.init_args.stack (class_path: omnifm.blocks.OmniFMStack) or use "
                 "a baseline strategy such as FedAvg or FedPer"
             )
-        return model.personal_parameter_names() | model.head_parameter_names()
+        groups = model.parameter_groups()
+        return groups["personal"] | groups["head"]

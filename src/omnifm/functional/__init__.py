@@ -1,5 +1,5 @@
 """Pure tensor functions: amplitude spectra, low-pass windows, SPAlign, retrieval, aggregation,
-image fusion (YCbCr, gradients, fusion loss, entropy, mutual information)."""
+image fusion (YCbCr, gradients, fusion loss, entropy, mutual information), channel conversion."""
 
 from omnifm.functional.aggregation import kmeans, proximal_term, weighted_average
 from omnifm.functional.alignment import (
@@ -17,10 +17,12 @@ from omnifm.functional.fusion import (
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
+from omnifm.functional.image import can_convert, to_channels
 from omnifm.functional.spectral import amplitude_spectrum, low_pass
 
 __all__ = [
     "amplitude_spectrum",
+    "can_convert",
     "contrastive_spalign_loss",
     "cosine_topk",
     "effective_rank",
@@ -34,6 +36,7 @@ __all__ = [
     "rgb_to_ycbcr",
     "spalign_loss",
     "spread_floor_loss",
+    "to_channels",
     "weighted_average",
     "ycbcr_to_rgb",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from itertools import islice
-from typing import Any
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
@@ -14,28 +14,45 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchmetrics import MetricCollection
 
-from omnifm.bank import BankSnapshot, Retriever
-from omnifm.blocks import OmniFMStack, StackOutput
+from omnifm.blocks import OmniFMStack, Retriever, StackOutput
+from omnifm.tasks.hooks import loss_terms, retriever
 
-__all__ = ["OmniFMTask", "StackFactory"]
+__all__ = ["Encoded", "OmniFMTask", "StackFactory"]
 
 StackFactory = Callable[[int], OmniFMStack]
 Batch = dict[str, Any]
+Mode = Literal["min", "max"]
+GROUPS = ("encoder", "stack", "head", "personal")
+
+
+class Encoded(NamedTuple):
+    """What ``encode`` returns: tokens for the stack and what ``decode`` needs besides them
+    (a U-Net's skip maps, shallow features): passed through return values, never ``self``."""
+
+    tokens: Tensor  # (B, L, embed_dim)
+    features: Any = None
 
 
 class OmniFMTask(LightningModule):
     """Encoder -> OmniFM stack (GSKR, ECA, PSP, SPAlign) -> head, with torchmetrics per stage.
 
     A task subclass builds ``self.encoder`` and ``self.head`` in its ``__init__`` after calling
-    ``super().__init__(...)``, calls ``self.set_metrics(...)``, and implements the hooks:
+    ``super().__init__(...)``, calls ``self.set_metrics(...)``, sets the class attributes
+    ``monitor`` (its main metric, without the stage prefix) and ``mode`` (``max`` or ``min``),
+    and implements the hooks:
 
-    - ``encode(batch) -> tokens (B, L, embed_dim)``: default ``self.encoder(batch["image"])``;
-    - ``decode(out, batch) -> predictions``: default ``self.head(out.suffix)``;
+    - ``encode(batch) -> tokens (B, L, embed_dim)`` or ``Encoded(tokens, features)``: default
+      ``self.encoder(batch["image"])``; ``features`` is whatever ``decode`` needs besides the
+      stack's output (skip maps), handed over by return value;
+    - ``decode(out, batch, features) -> predictions``: default ``self.head(out.suffix)``;
     - ``task_loss(preds, batch) -> scalar``: required;
     - ``update_metrics(metrics, preds, batch)``: default ``metrics.update(preds, batch["label"])``.
 
-    Retrieval, ECA, PSP, SPAlign (weighted by ``spalign_weight``), logging, the federated
-    client's extra loss term, hit counting and personal-parameter naming live here once.
+    Retrieval, ECA, PSP, SPAlign (weighted by ``spalign_weight``) and logging live here once.
+    The task declares what a federation needs to know (``parameter_groups``, ``monitor`` and
+    ``mode``, ``metric_modes``) and never learns that it is federated: the bank to retrieve
+    from and a strategy's loss terms come from callbacks of the running Trainer
+    (``omnifm.tasks.hooks``), and the retrieved entry ids leave ``training_step`` in its output.
 
     Args:
         embed_dim: token size shared by encoder, stack and head.
@@ -71,9 +88,14 @@ class OmniFMTask(LightningModule):
             def update_metrics(self, metrics, preds, batch):
                 metrics.update(preds.squeeze(-1), self.target(batch))
 
+            monitor, mode = "mae", "min"  # the main metric, lower is better
+
         # recipe: model: {class_path: my_package.BrightnessRegression, init_args: {...}}
         # then: omnifm fit --config my_recipe.yaml (in_channels is linked from the data)
     """
+
+    monitor: ClassVar[str] = "loss"  # main metric without the stage prefix (val/..., test/...)
+    mode: ClassVar[Mode] = "min"  # whether a higher (max) or lower (min) ``monitor`` is better
 
     def __init__(
         self,
@@ -102,16 +124,13 @@ class OmniFMTask(LightningModule):
             )
         self.recalibrate_bn = recalibrate_bn
         self.recalibrate_batches = recalibrate_batches
-        self.bank: Retriever | None = None
-        self.extra_loss: Callable[[OmniFMTask], Tensor] | None = None
-        self.hit_ids: list[Tensor] = []
         self.set_metrics(MetricCollection({}))  # a task adds its own with set_metrics
 
     # hooks --------------------------------------------------------------------------------
-    def encode(self, batch: Batch) -> Tensor:
+    def encode(self, batch: Batch) -> Tensor | Encoded:
         return self.encoder(batch["image"])
 
-    def decode(self, out: StackOutput, batch: Batch) -> Tensor:
+    def decode(self, out: StackOutput, batch: Batch, features: Any = None) -> Tensor:
         return self.head(out.suffix)
 
     def task_loss(self, preds: Tensor, batch: Batch) -> Tensor:
@@ -131,47 +150,81 @@ class OmniFMTask(LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
-    def personal_parameter_names(self) -> set[str]:
-        """Names of parameters the OmniFM stack keeps on each client (the PSP suffix)."""
-        if self.stack is None:
-            return set()
-        return {f"stack.{n}" for n in self.stack.personal_parameter_names()}
+    def parameter_groups(self) -> dict[str, set[str]]:
+        """State-dict keys by role, each key in exactly one group; strategies choose from them
+        what stays on a client:
 
-    def head_parameter_names(self) -> set[str]:
-        return {f"head.{n}" for n, _ in self.head.named_parameters()}
+        - ``encoder``: the backbone and every other task layer that is not below;
+        - ``stack``: the OmniFM stack without its personal part;
+        - ``head``: the task's output layer (``self.head``);
+        - ``personal``: what the method keeps on each client (the PSP suffix token).
 
-    def forward(self, batch: Batch) -> tuple[Tensor, StackOutput]:
-        tokens = self.encode(batch)
+        A task whose output layer is more than ``self.head`` overrides this.
+        """
+        keys = set(self.state_dict())
+        personal = set()
         if self.stack is not None:
-            out = self.stack(self.spectral_input(batch), tokens, self.bank)
+            personal = {f"stack.{n}" for n in self.stack.personal_parameter_names()}
+        head = {k for k in keys if k.startswith("head.")}
+        stack = {k for k in keys if k.startswith("stack.")} - personal
+        return {
+            "encoder": keys - head - stack - personal,
+            "stack": stack,
+            "head": head,
+            "personal": personal,
+        }
+
+    def metric_modes(self) -> dict[str, Mode]:
+        """Whether higher (``max``) or lower (``min``) is better, per logged metric name
+        (without the stage prefix): the losses, every torchmetrics metric by its
+        ``higher_is_better``, and ``monitor`` by ``mode``. Written to a run folder's
+        ``metrics.yaml``, where ``omnifm report`` reads it."""
+        modes: dict[str, Mode] = {"loss": "min", "task_loss": "min", "spalign": "min"}
+        for name, metric in self.val_metrics.items(keep_base=True):
+            if metric.higher_is_better is not None:
+                modes[name] = "max" if metric.higher_is_better else "min"
+        modes[self.monitor] = self.mode
+        return modes
+
+    def forward(self, batch: Batch, bank: Retriever | None = None) -> tuple[Tensor, StackOutput]:
+        """Predictions and the stack's output; ``bank``: where GSKR retrieves from."""
+        encoded = self.encode(batch)
+        tokens, features = encoded if isinstance(encoded, Encoded) else (encoded, None)
+        if self.stack is not None:
+            out = self.stack(self.spectral_input(batch), tokens, bank)
         else:
             empty = tokens.new_zeros(tokens.shape[0], 0).long()
             out = StackOutput(tokens, tokens.mean(dim=1), tokens.sum() * 0.0, None, empty)
-        return self.decode(out, batch), out
+        return self.decode(out, batch, features), out
 
-    def _step(self, batch: Batch, stage: str) -> Tensor:
-        preds, out = self(batch)
+    def current_bank(self) -> Retriever | None:
+        """The bank a callback of the running Trainer provides (``RetrievalSource``); none
+        outside a Trainer or without such a callback."""
+        return retriever(self._trainer.callbacks) if self._trainer is not None else None
+
+    def _step(self, batch: Batch, stage: str) -> tuple[Tensor, StackOutput]:
+        preds, out = self(batch, self.current_bank())
         task = self.task_loss(preds, batch)
         loss = task + self.spalign_weight * out.align
         batch_size = preds.shape[0]
         log = {f"{stage}/task_loss": task, f"{stage}/spalign": out.align}
         if stage == "train":
-            if self.extra_loss is not None:
-                extra = self.extra_loss(self)
-                loss = loss + extra
-                log["train/client_term"] = extra
-            # kept on the device: a .cpu() here would stall a GPU every step (the client moves
-            # them once, at the end of the fit)
-            self.hit_ids.append(out.hit_ids.detach())
+            for term in loss_terms(self.trainer.callbacks):
+                value = term.loss_term(self, batch, out)
+                loss = loss + value
+                log[f"train/{term.name}"] = value
         log[f"{stage}/loss"] = loss
         self.log_dict(log, on_step=False, on_epoch=True, batch_size=batch_size)
         metrics = getattr(self, f"{stage}_metrics")
         self.update_metrics(metrics, preds.detach(), batch)
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
-        return loss
+        return loss, out
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        loss, out = self._step(batch, "train")
+        # the retrieved entry ids reach callbacks in the step's output (on_train_batch_end);
+        # kept on the device: a .cpu() here would stall a GPU every step
+        return {"loss": loss, "hit_ids": out.hit_ids.detach()}
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -180,14 +233,7 @@ class OmniFMTask(LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self(batch)[0]
-
-    def _move_bank(self) -> None:
-        if isinstance(self.bank, BankSnapshot):
-            self.bank = self.bank.to(self.device)
-
-    def on_fit_start(self) -> None:
-        self._move_bank()
+        return self(batch, self.current_bank())[0]
 
     def _recalibrate_on_train_data(self) -> None:
         if self.recalibrate_bn and self.trainer.datamodule is not None:
@@ -211,19 +257,18 @@ class OmniFMTask(LightningModule):
         self.eval()  # only the batch norms learn here (not dropout, nor the spectral statistics)
         for m in norms:
             m.train()
+        bank = self.current_bank()
         for batch in loader:
-            self(move_data_to_device(batch, self.device))
+            self(move_data_to_device(batch, self.device), bank)
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
         self.train(was_training)
 
     def on_validation_start(self) -> None:
-        self._move_bank()
         if self.trainer.state.fn == "validate":  # standalone, not the val loop of a fit
             self._recalibrate_on_train_data()
 
     def on_test_start(self) -> None:
-        self._move_bank()
         self._recalibrate_on_train_data()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

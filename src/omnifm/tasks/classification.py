@@ -40,6 +40,8 @@ class ClassificationTask(OmniFMTask):
             ``optimizer``, ``recalibrate_bn``); the CLI lists them with this class.
     """
 
+    monitor, mode = "acc", "max"
+
     def __init__(
         self,
         num_classes: int = 2,

@@ -13,7 +13,7 @@ from omnifm.blocks import DenseBridge, StackOutput
 from omnifm.encoders.unet import TimmFeatureEncoder, UNetDecoder, UNetEncoder
 from omnifm.functional.fusion import fusion_loss, rgb_to_ycbcr, ycbcr_to_rgb
 from omnifm.metrics import FusedEntropy, FusedMutualInformation, FusedSSIM, FusedVIF
-from omnifm.tasks.base import Batch, OmniFMTask
+from omnifm.tasks.base import Batch, Encoded, OmniFMTask
 
 __all__ = ["FusionTask"]
 
@@ -54,6 +54,8 @@ class FusionTask(OmniFMTask):
             ``optimizer``, ``recalibrate_bn``).
     """
 
+    monitor, mode = "vif", "max"
+
     def __init__(
         self,
         backbone: str | None = None,
@@ -81,7 +83,6 @@ class FusionTask(OmniFMTask):
         self.merge = nn.ModuleList(nn.Conv2d(2 * c, c, kernel_size=1) for c in channels)
         self.decoder = UNetDecoder(2, channels, norm)
         self.head = nn.Conv2d(channels[0], 1, kernel_size=1)
-        self._maps: list[tuple[Tensor, Tensor]] = []
         self.set_metrics(
             MetricCollection(
                 {
@@ -115,19 +116,18 @@ class FusionTask(OmniFMTask):
         return torch.cat(self.sources(batch), dim=1)
 
     # hooks --------------------------------------------------------------------------------
-    def encode(self, batch: Batch) -> Tensor:
-        """Both inputs' encoder maps (kept for the decoder); their bottleneck tokens joined."""
+    def encode(self, batch: Batch) -> Encoded:
+        """Both inputs' bottleneck tokens joined; their encoder maps, in pairs, for the decoder."""
         first, second = self.sources(batch)
-        maps = self.encoder(torch.cat([first, second]))
-        self._maps = [m.chunk(2) for m in maps]
-        a, b = self._maps[-1]
+        pairs = [m.chunk(2) for m in self.encoder(torch.cat([first, second]))]
+        a, b = pairs[-1]
         if self.bridge is None:
-            return torch.cat([a, b], dim=-1).flatten(2).transpose(1, 2)
-        return torch.cat([self.bridge.tokens(a), self.bridge.tokens(b)], dim=1)
+            return Encoded(torch.cat([a, b], dim=-1).flatten(2).transpose(1, 2), pairs)
+        return Encoded(torch.cat([self.bridge.tokens(a), self.bridge.tokens(b)], dim=1), pairs)
 
-    def decode(self, out: StackOutput, batch: Batch) -> Tensor:
-        """The fused luminance ``(B, 1, H, W)`` in [0, 1]."""
-        pairs, self._maps = self._maps, []
+    def decode(self, out: StackOutput, batch: Batch, features: Any = None) -> Tensor:
+        """The fused luminance ``(B, 1, H, W)`` in [0, 1] from the map pairs ``features``."""
+        pairs = list(features)
         if self.bridge is not None:
             a, b = pairs[-1]
             ta, tb = out.tokens.chunk(2, dim=1)

@@ -14,7 +14,7 @@ from torchmetrics.segmentation import DiceScore, MeanIoU
 
 from omnifm.blocks import DenseBridge, StackOutput
 from omnifm.encoders import TimmFeatureEncoder, UNetDecoder, UNetEncoder
-from omnifm.tasks.base import Batch, OmniFMTask
+from omnifm.tasks.base import Batch, Encoded, Mode, OmniFMTask
 
 __all__ = ["SegmentationTask"]
 
@@ -54,6 +54,8 @@ class SegmentationTask(OmniFMTask):
         **kwargs: ``OmniFMTask``'s arguments (``embed_dim``, ``stack``, ``spalign_weight``,
             ``optimizer``, ``recalibrate_bn``).
     """
+
+    monitor, mode = "dice", "max"
 
     def __init__(
         self,
@@ -105,20 +107,19 @@ class SegmentationTask(OmniFMTask):
         self.train_class_metrics = per_class.clone()
         self.val_class_metrics = per_class.clone()
         self.test_class_metrics = per_class.clone()
-        self._maps: list[Tensor] = []
 
     # hooks --------------------------------------------------------------------------------
-    def encode(self, batch: Batch) -> Tensor:
-        """Encoder maps (kept for the decoder); the bottleneck as tokens ``(B, L, D)``."""
-        self._maps = self.encoder(batch["image"])
-        bottleneck = self._maps[-1]
+    def encode(self, batch: Batch) -> Encoded:
+        """The bottleneck as tokens ``(B, L, D)``; the encoder maps for the decoder."""
+        maps = self.encoder(batch["image"])
+        bottleneck = maps[-1]
         if self.bridge is None:  # plain U-Net: the stack is skipped, tokens are not used
-            return bottleneck.flatten(2).transpose(1, 2)
-        return self.bridge.tokens(bottleneck)
+            return Encoded(bottleneck.flatten(2).transpose(1, 2), maps)
+        return Encoded(self.bridge.tokens(bottleneck), maps)
 
-    def decode(self, out: StackOutput, batch: Batch) -> Tensor:
-        """Logits ``(B, num_classes, *spatial)``."""
-        maps, self._maps = self._maps, []
+    def decode(self, out: StackOutput, batch: Batch, features: Any = None) -> Tensor:
+        """Logits ``(B, num_classes, *spatial)`` from the encoder maps ``features``."""
+        maps = list(features)
         if self.bridge is not None:
             maps = [*maps[:-1], self.bridge.fuse(maps[-1], out.tokens, out.suffix)]
         return self.head(self.decoder(maps, batch["image"].shape[2:]))
@@ -130,6 +131,14 @@ class SegmentationTask(OmniFMTask):
         stage = metrics.prefix.rstrip("/")  # the base class hands over its stage's collection
         per_class = getattr(self, f"{stage}_class_metrics")
         per_class.update(preds.argmax(dim=1), self._mask(batch, preds))
+
+    def metric_modes(self) -> dict[str, Mode]:
+        """The base class's, plus the per-class collection (``dice``, ``iou``; their
+        ``dice_<k>`` per class read as ``dice``)."""
+        modes = super().metric_modes()
+        for name, metric in self.val_class_metrics.items(keep_base=True):
+            modes[name] = "max" if metric.higher_is_better else "min"
+        return modes
 
     # per-class metrics, logged once per epoch -----------------------------------------------
     def _mask(self, batch: Batch, preds: Tensor) -> Tensor:

@@ -13,8 +13,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from omnifm.blocks import DenseBridge, StackOutput
-from omnifm.datamodules.base import to_channels
-from omnifm.tasks.base import Batch, OmniFMTask
+from omnifm.functional import to_channels
+from omnifm.tasks.base import Batch, Encoded, OmniFMTask
 
 __all__ = ["SuperResolutionTask", "rgb_to_y"]
 
@@ -62,6 +62,8 @@ class SuperResolutionTask(OmniFMTask):
             ``optimizer``, ``recalibrate_bn``).
     """
 
+    monitor, mode = "psnr", "max"
+
     def __init__(
         self,
         in_channels: int = 3,
@@ -102,7 +104,6 @@ class SuperResolutionTask(OmniFMTask):
         self.head = nn.Conv2d(features, in_channels, 3, padding=1)
         nn.init.zeros_(self.head.weight)  # start as plain bicubic upsampling
         nn.init.zeros_(self.head.bias)
-        self._features: Tensor | None = None
         self.set_metrics(
             MetricCollection(
                 {
@@ -113,17 +114,15 @@ class SuperResolutionTask(OmniFMTask):
         )
 
     # hooks --------------------------------------------------------------------------------
-    def encode(self, batch: Batch) -> Tensor:
-        """Shallow features of the LR image (kept for ``decode``) as tokens ``(B, L, D)``."""
-        self._features = self.encoder(batch["image"])
+    def encode(self, batch: Batch) -> Encoded:
+        """Shallow features of the LR image as tokens ``(B, L, D)``, and the features."""
+        features = self.encoder(batch["image"])
         if self.bridge is None:  # no stack: tokens are not used
-            return self._features.flatten(2).transpose(1, 2)
-        return self.bridge.tokens(self._features)
+            return Encoded(features.flatten(2).transpose(1, 2), features)
+        return Encoded(self.bridge.tokens(features), features)
 
-    def decode(self, out: StackOutput, batch: Batch) -> Tensor:
+    def decode(self, out: StackOutput, batch: Batch, features: Any = None) -> Tensor:
         """The HR prediction ``(B, C, h * scale, w * scale)`` (not clamped)."""
-        features, self._features = self._features, None
-        assert features is not None, "decode needs encode's features (call the model)"
         if self.bridge is not None:
             features = self.bridge.fuse(features, out.tokens, out.suffix)
         image = batch["image"]

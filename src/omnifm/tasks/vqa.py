@@ -65,6 +65,8 @@ class VQATask(OmniFMTask):
             ``optimizer``, ``recalibrate_bn``).
     """
 
+    monitor, mode = "acc", "max"
+
     def __init__(
         self,
         num_classes: int = 2,
@@ -146,7 +148,7 @@ class VQATask(OmniFMTask):
         tokens, padding = self.text(questions)
         return self.text_proj(tokens), padding
 
-    def decode(self, out: StackOutput, batch: Batch) -> Tensor:
+    def decode(self, out: StackOutput, batch: Batch, features: Any = None) -> Tensor:
         """Answer logits ``(B, num_classes)`` from the suffix token after the join layers."""
         image = torch.cat([out.tokens, out.suffix[:, None]], dim=1)
         text, padding = self.encode_question(batch["question"])

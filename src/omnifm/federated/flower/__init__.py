@@ -18,8 +18,8 @@ from omnifm.federated.flower.allowlist import Allowlist, RecipeRefused
 from omnifm.federated.flower.clientapp import client_app, make_client_app
 from omnifm.federated.flower.launch import run_flower, simulate, submit, write_app
 from omnifm.federated.flower.local import LocalDeployment
-from omnifm.federated.flower.recipe import Recipe, load_recipe
 from omnifm.federated.flower.serverapp import FlowerFederation, make_server_app, server_app
+from omnifm.recipe import Recipe, load_recipe
 
 __all__ = [
     "Allowlist",

@@ -55,6 +55,7 @@ SERVER_HOW = f"the environment of the SuperLink (where the ServerApp runs): {SER
 DEFAULT_ALLOWED: tuple[str, ...] = (
     "omnifm.tasks.*",
     "omnifm.datamodules.*",
+    "omnifm.datasets.*",
     "omnifm.blocks.*",
     "omnifm.federated.strategies.*",
     "torch.optim.*",  # optimizers and learning-rate schedulers

@@ -16,15 +16,13 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from lightning.pytorch import Trainer
 from torch import Tensor
 
-from omnifm.federated.client import Client, local_trainer
+from omnifm.federated.client import Client
 from omnifm.federated.flower.allowlist import NODE_CONFIG_KEY, Allowlist
-from omnifm.federated.flower.recipe import Recipe, load_recipe
 from omnifm.federated.flower.records import (
     CONFIG,
     UPLOAD,
@@ -35,8 +33,8 @@ from omnifm.federated.flower.records import (
     fit_res_to_records,
     tensors,
 )
-from omnifm.federated.rounds import quiet_lightning
-from omnifm.federated.server import client_seed
+from omnifm.federated.trainer import client_seed, local_trainer, quiet_lightning, trainer_device
+from omnifm.recipe import Recipe, load_recipe
 
 __all__ = ["Site", "client_app", "make_client_app"]
 
@@ -146,8 +144,8 @@ def make_client_app(recipe_text: str | None = None) -> ClientApp:
 def _warmup(site: Site, msg: Message, k: int) -> Tensor:
     """Spectral prototypes of the initial model (shared weights sent, personal state here)."""
     config = msg.content.config_records[CONFIG]
-    site.client.load(site.model, tensors(msg.content.array_records[WEIGHTS]), None)
-    site.model.to(_device())
+    site.client.load(site.model, tensors(msg.content.array_records[WEIGHTS]))
+    site.model.to(trainer_device(site.recipe.trainer))
     try:
         return site.client.prototypes(site.model, k, client_seed(int(config["seed"]), 0, site.name))
     finally:
@@ -191,10 +189,6 @@ def _client_name(context: Context, names: list[str]) -> str:
 def _check_addressee(site: Site, addressed: str) -> None:
     if addressed != site.name:
         raise ValueError(f"message for client {addressed!r} reached client {site.name!r}")
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 client_app = make_client_app()

@@ -18,7 +18,6 @@ from flwr.serverapp import Grid, ServerApp
 
 from omnifm.federated.config import FlowerConfig
 from omnifm.federated.flower.allowlist import SERVER_ENV, SERVER_HOW, Allowlist
-from omnifm.federated.flower.recipe import Recipe, load_recipe
 from omnifm.federated.flower.records import (
     CONFIG,
     UPLOAD,
@@ -32,6 +31,7 @@ from omnifm.federated.flower.records import (
 )
 from omnifm.federated.messages import FitRes
 from omnifm.federated.rounds import FederationError, RoundLoop, Stage, Upload
+from omnifm.recipe import Recipe, load_recipe
 
 __all__ = ["FlowerFederation", "make_server_app", "server_app"]
 
@@ -130,7 +130,7 @@ class FlowerFederation(RoundLoop):
         start = time.perf_counter()
         reached = [n for n in chosen if n in self.nodes]
         failures = {n: "no node plays this client" for n in chosen if n not in self.nodes}
-        bank = self.server.bank.snapshot().state_dict() if self.server.bank is not None else None
+        bank = self.server.bank_snapshot()
         shared = shared_records(self.server.shared, bank)
         messages = [
             Message(
@@ -161,7 +161,7 @@ class FlowerFederation(RoundLoop):
         return results, failures
 
     def evaluate_clients(self, stage: Stage) -> list[dict[str, Any]]:
-        bank = self.server.bank.snapshot().state_dict() if self.server.bank is not None else None
+        bank = self.server.bank_snapshot()
         shared = shared_records(self.server.shared, bank)
         reached = [n for n in self.client_names if n in self.nodes]
         messages = [

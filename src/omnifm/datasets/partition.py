@@ -7,6 +7,15 @@ from typing import Literal, get_args
 
 import numpy as np
 
+__all__ = [
+    "Partition",
+    "PartitionKind",
+    "derive_seed",
+    "dirichlet_split",
+    "iid_split",
+    "split_indices",
+]
+
 PartitionKind = Literal["whole", "iid", "dirichlet"]
 DIRICHLET_ATTEMPTS = 10
 

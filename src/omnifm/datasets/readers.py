@@ -1,25 +1,25 @@
-"""File helpers shared by the folder datamodules: decoding with MONAI, seeded splits."""
+"""File readers shared by the folder datasets: 2D images and 3D volumes with MONAI, PIL images."""
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from monai.data import PILReader
 from monai.transforms import LoadImage
 from monai.utils import convert_to_tensor
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from omnifm.datamodules.base import Split
+__all__ = ["IMAGE_SUFFIXES", "ImageReader", "decode", "open_image", "plain", "volume_loader"]
 
-__all__ = ["ImageReader", "decode", "plain", "split_items", "volume_loader"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 class ImageReader:
@@ -66,24 +66,12 @@ def decode(loader: Callable[[str], Tensor], path: Path) -> Tensor:
         raise ValueError(f"cannot decode {path}: {type(err).__name__}: {err}") from err
 
 
-def split_items(
-    items: Sequence[Any], split: Split, val_fraction: float, test_fraction: float, seed: int
-) -> list[Any]:
-    """The `split` part of `items` after a seeded shuffle (test first, then val, the rest
-    train); each split gets at least one item when its fraction is above zero."""
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(
-            f"val_fraction and test_fraction must be in [0, 1) with a sum below 1, got "
-            f"{val_fraction} and {test_fraction}"
-        )
-    n = len(items)
-    sizes = [max(round(f * n), 1) if f > 0 else 0 for f in (test_fraction, val_fraction)]
-    if sum(sizes) >= n:
-        raise ValueError(
-            f"{n} items are too few for a train split beside {sizes[1]} val and {sizes[0]} test "
-            "items; add data or lower val_fraction / test_fraction"
-        )
-    order = np.random.default_rng(seed).permutation(n)
-    bounds = {"test": (0, sizes[0]), "val": (sizes[0], sum(sizes)), "train": (sum(sizes), n)}
-    start, stop = bounds[split]
-    return [items[i] for i in sorted(order[start:stop])]
+@contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """The image file at `path` opened with PIL; one ValueError naming the file when it (or
+    what is done with it inside) fails to read."""
+    try:
+        with Image.open(path) as img:
+            yield img
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err

@@ -1,0 +1,32 @@
+"""Tiny fake datasets in the real data's on-disk formats (the way torchgeo's tests/data do it):
+one ``tests/data/<dataset>/data.py`` per folder of ``../shared/data`` that a recipe reads, each
+with ``generate(root)`` writing ``root/<folder>`` exactly as the real folder is laid out (file
+names, formats, image modes, JSON fields), but a few small images. ``GENERATORS`` maps the
+folder name below the data root to its generator; ``generate_all`` builds a whole fake data
+root. Nothing here copies real data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .breakhis import data as breakhis
+from .fusion import data as fusion
+from .medmnist import data as medmnist
+from .polyp import data as polyp
+from .vqa_rad import data as vqa_rad
+
+GENERATORS: dict[str, Callable[[Path], Path]] = {
+    "breakhis": breakhis.generate,
+    "fusion": fusion.generate,
+    "medmnist": medmnist.generate,
+    "polyp": polyp.generate,
+    "vqa_rad": vqa_rad.generate,
+}
+
+
+def generate_all(root: Path) -> Path:
+    """A fake ``../shared/data``: every dataset of ``GENERATORS`` written below ``root``."""
+    for generate in GENERATORS.values():
+        generate(root)
+    return root
