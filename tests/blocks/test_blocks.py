@@ -202,7 +202,8 @@ def test_collapse_minimises_the_paper_spalign_but_not_the_contrastive_one() -> N
 def test_the_spread_floor_pushes_collapsed_tokens_apart_where_infonce_has_no_gradient() -> None:
     # Prepare: collapsed tokens (a little noise, as a network's outputs have) and a bank
     one = torch.nn.functional.normalize(torch.ones(8), dim=0)
-    s = (one + 1e-3 * torch.randn(16, 8)).requires_grad_()
+    noise = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    s = (one + 1e-3 * noise).requires_grad_()
     bank = one.expand(16, 12, 8)
     # Execute
     infonce = contrastive_spalign_loss(s, bank, 4)
@@ -211,7 +212,7 @@ def test_the_spread_floor_pushes_collapsed_tokens_apart_where_infonce_has_no_gra
     (grad_floor,) = torch.autograd.grad(floor, s)
     # Assert: InfoNCE is flat there; the floor is not, and its step spreads the tokens
     assert grad_infonce.abs().max() < 1e-6
-    assert floor.item() > 0.8 and grad_floor.abs().max() > 0.01
+    assert floor.item() > 0.8 and grad_floor.norm() > 0.02  # ~0.05 whatever the noise
     spread = (s - 0.1 * grad_floor).detach()
     assert spread.var(dim=0).sum() > s.detach().var(dim=0).sum()
     assert spread_floor_loss(torch.eye(8), 0.5).item() == 0.0  # well spread: no pull
