@@ -5,7 +5,17 @@ import torch
 from torch.utils.data import Dataset
 
 from omnifm.datamodules import ClientSource, FederatedDataModule, PhantomDataModule
-from omnifm.federated import FedAvg, FederationError, FedPer, OmniFM
+from omnifm.federated import (
+    Aggregator,
+    FedAdam,
+    FedAvg,
+    FederationError,
+    FedPer,
+    Mean,
+    OmniFM,
+    Strategy,
+    TrimmedMean,
+)
 from omnifm.federated.checkpoint import load_checkpoint
 
 from .helpers import tiny_data, tiny_federation
@@ -91,15 +101,23 @@ def test_omnifm_run_fills_bank_logs_and_checkpoints(tmp_path: Path) -> None:
     assert state["round"] == 2 and "stack.psp.suffix" in state["personal"]["ct"]
 
 
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("strategy", "aggregator"),
+    [(OmniFM, Mean), (FedAdam, TrimmedMean)],  # FedAdam: server moments across rounds
+    ids=["OmniFM", "FedAdam-TrimmedMean"],
+)
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
+    tmp_path: Path, strategy: type[Strategy], aggregator: type[Aggregator]
+) -> None:
     # Prepare: an uninterrupted 3-round run, and one stopped after round 2
     kwargs = {"participation": 0.67, "eval_every": 10}  # validate only after the last round
-    full = tiny_federation(tmp_path / "a", OmniFM(), rounds=3, **kwargs)
+    kwargs["aggregator"] = aggregator()
+    full = tiny_federation(tmp_path / "a", strategy(), rounds=3, **kwargs)
     full.fit()
-    first = tiny_federation(tmp_path / "b", OmniFM(), rounds=2, **kwargs)
+    first = tiny_federation(tmp_path / "b", strategy(), rounds=2, **kwargs)
     first.fit()
     # Execute: a fresh process-like object resumes the second run for its last round
-    resumed = tiny_federation(tmp_path / "b", OmniFM(), rounds=3, **kwargs)
+    resumed = tiny_federation(tmp_path / "b", strategy(), rounds=3, **kwargs)
     resumed.fit(ckpt_path="last")
     # Assert
     assert resumed.round == 3
@@ -112,6 +130,12 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Pat
             assert torch.equal(value, other[key]), (name, key)
     assert torch.equal(full.server.bank.vectors, resumed.server.bank.vectors)
     assert full.server.sampler.history == resumed.server.sampler.history
+    for key, value in full.server.strategy.state_dict().items():  # server optimizer state
+        other = resumed.server.strategy.state_dict()[key]
+        if isinstance(value, dict):
+            assert all(torch.equal(v, other[k]) for k, v in value.items()), key
+        else:
+            assert value == other, key
 
 
 def test_crashing_and_nan_clients_are_left_out(tmp_path: Path, caplog) -> None:

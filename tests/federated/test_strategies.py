@@ -7,7 +7,18 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
-from omnifm.federated import FedAvg, FedBN, FedPer, FedProx, OmniFM
+from omnifm.federated import (
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedBN,
+    FedPer,
+    FedProx,
+    FedYogi,
+    OmniFM,
+    Strategy,
+)
 from omnifm.functional import kmeans, weighted_average
 from omnifm.tasks.hooks import LossTerm
 
@@ -116,3 +127,26 @@ def test_a_new_strategy_changes_local_training_through_callbacks_only(tmp_path: 
     moved = [k for k in before if k.startswith("encoder.") and not torch.equal(before[k], after[k])]
     assert moved
     assert strategy.probe.calls == 3 * 2  # 3 clients x max_steps=2
+
+
+def plus_one(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+
+
+@pytest.mark.parametrize("strategy", [FedAvgM(), FedAdam(), FedYogi(), FedAdagrad()])
+def test_server_optimizers_step_parameters_and_keep_their_state(strategy: Strategy) -> None:
+    # Prepare: two rounds in which both clients moved every tensor by +1
+    model = tiny_task()
+    strategy.bind(model)
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    # Execute
+    current = strategy.aggregate([plus_one(first)] * 2, [1, 1], first)
+    moved = plus_one(current)
+    new = strategy.aggregate([moved, moved], [1, 1], current)
+    # Assert: parameters took the server step, buffers (batch-norm statistics) the average
+    weight, stat = "head.weight", next(k for k in current if k.endswith("running_mean"))
+    step = new[weight] - current[weight]
+    assert torch.all(step > 0) and not torch.allclose(step, torch.ones_like(step))
+    torch.testing.assert_close(new[stat], moved[stat])
+    assert strategy.state_dict()["rounds"] == 2 and "head.weight" in repr(strategy.state_dict())
+    assert "rounds" not in repr(strategy)  # repr shows hyperparameters, not state

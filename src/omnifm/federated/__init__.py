@@ -1,5 +1,6 @@
 """Federated learning: server, clients, strategies, sampling, checkpoints, the round loop."""
 
+from omnifm.federated.aggregators import Aggregator, Krum, Mean, Median, TrimmedMean
 from omnifm.federated.client import Client, ClientFailure
 from omnifm.federated.config import BankConfig, FederationConfig
 from omnifm.federated.engine import Federation, FederationError
@@ -7,25 +8,45 @@ from omnifm.federated.messages import EvaluateRes, FitIns, FitRes
 from omnifm.federated.rounds import RoundLoop
 from omnifm.federated.sampling import ClientSampler
 from omnifm.federated.server import Server
-from omnifm.federated.strategies import FedAvg, FedBN, FedPer, FedProx, OmniFM, Strategy
+from omnifm.federated.strategies import (
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedBN,
+    FedPer,
+    FedProx,
+    FedYogi,
+    OmniFM,
+    Strategy,
+)
 
 __all__ = [
+    "Aggregator",
     "BankConfig",
     "Client",
     "ClientFailure",
     "ClientSampler",
     "EvaluateRes",
+    "FedAdagrad",
+    "FedAdam",
     "FedAvg",
+    "FedAvgM",
     "FedBN",
     "FedPer",
     "FedProx",
+    "FedYogi",
     "Federation",
     "FederationConfig",
     "FederationError",
     "FitIns",
     "FitRes",
+    "Krum",
+    "Mean",
+    "Median",
     "OmniFM",
     "RoundLoop",
     "Server",
     "Strategy",
+    "TrimmedMean",
 ]

@@ -15,6 +15,7 @@ from jsonargparse.typing import (
     restricted_number_type,
 )
 
+from omnifm.federated.aggregators import Aggregator, Mean
 from omnifm.federated.strategies import OmniFM, Strategy
 
 __all__ = ["BankConfig", "FederationConfig", "FlowerConfig"]
@@ -55,8 +56,10 @@ class FederationConfig:
 
     rounds: PositiveInt = 5
     participation: Fraction = 1.0  # fraction of clients sampled each round (seeded)
-    # lazy_instance lets the CLI print and override the default; strategies are stateless
+    # lazy_instance lets the CLI print and override the default
     strategy: Strategy = lazy_instance(OmniFM)  # noqa: RUF009
+    # how the clients' shared states become one: Mean, or robust Median, TrimmedMean, Krum
+    aggregator: Aggregator = lazy_instance(Mean)  # noqa: RUF009
     min_clients: PositiveInt = 1  # a round needs this many successful clients
     seed: int = 0  # client sampling and each client's local fit
     output: str = "runs"  # run folders are output/name/version_N

@@ -80,7 +80,13 @@ class RoundLoop:
             bank = SpectralBank(stack.spectral_dim, b.capacity, b.min_share, b.merge_threshold)
         sampler = ClientSampler(self.client_names, cfg.participation, cfg.seed, cfg.min_clients)
         self.server = Server(
-            model, cfg.strategy, sampler, bank, cfg.seed, cfg.bank.prototypes_per_client
+            model,
+            cfg.strategy,
+            sampler,
+            bank,
+            cfg.seed,
+            cfg.bank.prototypes_per_client,
+            cfg.aggregator,
         )
         self.history: list[dict[str, Any]] = []
         self.round = 0

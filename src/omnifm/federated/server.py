@@ -7,6 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from omnifm.bank import SpectralBank
+from omnifm.federated.aggregators import Aggregator
 from omnifm.federated.checkpoint import check_fits
 from omnifm.federated.health import retrieval_health, spread_health
 from omnifm.federated.messages import FitIns, FitRes
@@ -29,8 +30,11 @@ class Server:
         bank: SpectralBank | None = None,
         seed: int = 0,
         prototypes_per_client: int = 8,
+        aggregator: Aggregator | None = None,
     ) -> None:
         self.strategy = strategy
+        self.aggregator = aggregator
+        strategy.bind(model)
         self.sampler = sampler
         self.bank = bank
         self.seed = seed
@@ -59,7 +63,10 @@ class Server:
         if not results:
             raise ValueError(f"round {round_}: no results to aggregate")
         self.shared = self.strategy.aggregate(
-            [r.weights for r in results], [r.num_examples for r in results], self.shared
+            [r.weights for r in results],
+            [r.num_examples for r in results],
+            self.shared,
+            self.aggregator,
         )
         if self.bank is None:
             return
@@ -82,6 +89,7 @@ class Server:
             "shared": self.shared,
             "bank": self.bank.state_dict() if self.bank is not None else None,
             "sampler": self.sampler.state_dict(),
+            "strategy": self.strategy.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -92,3 +100,4 @@ class Server:
         if self.bank is not None and state["bank"] is not None:
             self.bank.load_state_dict(state["bank"])
         self.sampler.load_state_dict(state["sampler"])
+        self.strategy.load_state_dict(state.get("strategy") or {})  # none before 2026-11-28

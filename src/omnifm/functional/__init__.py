@@ -1,5 +1,6 @@
-"""Pure tensor functions: amplitude spectra, low-pass windows, SPAlign, retrieval, aggregation,
-image fusion (YCbCr, gradients, fusion loss, entropy, mutual information), channel conversion."""
+"""Pure tensor functions: amplitude spectra, low-pass windows, SPAlign, retrieval, aggregation
+(robust rules and server optimizers too), image fusion (YCbCr, gradients, fusion loss, entropy,
+mutual information), channel conversion."""
 
 from omnifm.functional.aggregation import kmeans, proximal_term, weighted_average
 from omnifm.functional.alignment import (
@@ -18,12 +19,21 @@ from omnifm.functional.fusion import (
     ycbcr_to_rgb,
 )
 from omnifm.functional.image import can_convert, to_channels
+from omnifm.functional.robust import (
+    adaptive_step,
+    coordinate_median,
+    krum_select,
+    momentum_step,
+    trimmed_mean,
+)
 from omnifm.functional.spectral import amplitude_spectrum, low_pass
 
 __all__ = [
+    "adaptive_step",
     "amplitude_spectrum",
     "can_convert",
     "contrastive_spalign_loss",
+    "coordinate_median",
     "cosine_topk",
     "effective_rank",
     "fusion_loss",
@@ -31,12 +41,15 @@ __all__ = [
     "image_entropy",
     "image_mutual_information",
     "kmeans",
+    "krum_select",
     "low_pass",
+    "momentum_step",
     "proximal_term",
     "rgb_to_ycbcr",
     "spalign_loss",
     "spread_floor_loss",
     "to_channels",
+    "trimmed_mean",
     "weighted_average",
     "ycbcr_to_rgb",
 ]

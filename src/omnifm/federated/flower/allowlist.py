@@ -58,6 +58,7 @@ DEFAULT_ALLOWED: tuple[str, ...] = (
     "omnifm.datasets.*",
     "omnifm.blocks.*",
     "omnifm.federated.strategies.*",
+    "omnifm.federated.aggregators.*",
     "torch.optim.*",  # optimizers and learning-rate schedulers
     "lightning.pytorch.loggers.TensorBoardLogger",
     "lightning.pytorch.loggers.CSVLogger",
