@@ -6,7 +6,9 @@ from torch.utils.data import Dataset
 
 from omnifm.datamodules import ClientSource, FederatedDataModule, PhantomDataModule
 from omnifm.federated import (
+    SCAFFOLD,
     Aggregator,
+    Ditto,
     FedAdam,
     FedAvg,
     FederationError,
@@ -80,7 +82,7 @@ def test_personal_parameters_never_leave_a_client(tmp_path: Path) -> None:
     personal = {"head.weight", "head.bias"}
     assert len(sent) == 6 and all(personal.isdisjoint(r.weights) for r in sent)
     assert personal.isdisjoint(run.server.shared)
-    heads = [c.personal["head.weight"] for c in run.clients.values()]
+    heads = [run.personal_state(n)["head.weight"] for n in run.clients]
     assert not torch.equal(heads[0], heads[1])  # each client trained its own head
     assert all(h.device.type == "cpu" for h in heads)
 
@@ -98,20 +100,27 @@ def test_omnifm_run_fills_bank_logs_and_checkpoints(tmp_path: Path) -> None:
     assert list((run_dir / "clients" / "ct").glob("events.out.tfevents.*"))
     assert list((run_dir / "server").glob("events.out.tfevents.*"))
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")  # weights_only=True
-    assert state["round"] == 2 and "stack.psp.suffix" in state["personal"]["ct"]
+    assert state["round"] == 2 and "personal/stack.psp.suffix" in state["clients"]["memory"]["ct"]
 
 
 @pytest.mark.parametrize(
-    ("strategy", "aggregator"),
-    [(OmniFM, Mean), (FedAdam, TrimmedMean)],  # FedAdam: server moments across rounds
-    ids=["OmniFM", "FedAdam-TrimmedMean"],
+    ("strategy", "aggregator", "memory"),
+    # FedAdam: server moments; SCAFFOLD: server and client control variates; Ditto: personal
+    # models, spilled to disk past a budget of less than one client's (client_memory in MiB)
+    [
+        (OmniFM, Mean, None),
+        (FedAdam, TrimmedMean, None),
+        (SCAFFOLD, Mean, None),
+        (Ditto, Mean, 0.01),
+    ],
+    ids=["OmniFM", "FedAdam-TrimmedMean", "SCAFFOLD", "Ditto-on-disk"],
 )
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
-    tmp_path: Path, strategy: type[Strategy], aggregator: type[Aggregator]
+    tmp_path: Path, strategy: type[Strategy], aggregator: type[Aggregator], memory: float | None
 ) -> None:
     # Prepare: an uninterrupted 3-round run, and one stopped after round 2
     kwargs = {"participation": 0.67, "eval_every": 10}  # validate only after the last round
-    kwargs["aggregator"] = aggregator()
+    kwargs |= {"aggregator": aggregator(), "client_memory": memory}
     full = tiny_federation(tmp_path / "a", strategy(), rounds=3, **kwargs)
     full.fit()
     first = tiny_federation(tmp_path / "b", strategy(), rounds=2, **kwargs)
@@ -123,13 +132,19 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
     assert resumed.round == 3
     for key, value in full.server.shared.items():
         assert torch.equal(value, resumed.server.shared[key]), key
-    for name, client in full.clients.items():
-        other = resumed.clients[name].personal
-        assert (client.personal is None) == (other is None)
-        for key, value in (client.personal or {}).items():
+    for name in full.clients:
+        mine, other = full.personal_state(name), resumed.personal_state(name)
+        assert (mine is None) == (other is None)
+        for key, value in (mine or {}).items():
             assert torch.equal(value, other[key]), (name, key)
+        mine, other = full.strategy_state(name), resumed.strategy_state(name)
+        assert mine.keys() == other.keys(), name
+        assert all(torch.equal(v, other[k]) for k, v in mine.items()), name
     assert torch.equal(full.server.bank.vectors, resumed.server.bank.vectors)
     assert full.server.sampler.history == resumed.server.sampler.history
+    if memory is not None:  # most personal models were on disk, and read back from there
+        assert resumed.store.memory_bytes <= memory * 2**20
+        assert list((tmp_path / "b" / "test" / "version_0" / "client_states").glob("*.safetensors"))
     for key, value in full.server.strategy.state_dict().items():  # server optimizer state
         other = resumed.server.strategy.state_dict()[key]
         if isinstance(value, dict):
@@ -148,7 +163,7 @@ def test_crashing_and_nan_clients_are_left_out(tmp_path: Path, caplog) -> None:
     rows = run.fit()
     assert sorted({r.client for r in sent}) == ["ct", "mri"]
     assert all(torch.isfinite(v).all() for v in run.server.shared.values() if v.is_floating_point())
-    assert run.clients["nan"].personal is None and run.clients["crash"].personal is None
+    assert run.personal_state("nan") is None and run.personal_state("crash") is None
     assert "PACS export" in caplog.text and "non-finite" in caplog.text
     assert rows[-1]["client"] == "mean"
 

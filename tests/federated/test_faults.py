@@ -145,10 +145,10 @@ def test_faults_kill_and_resume_end_as_an_uninterrupted_run(
     # the resumed run ends with the weights, personal states and bank of the uninterrupted one
     for key, value in full.server.shared.items():
         assert torch.equal(value, resumed.server.shared[key]), key
-    for name, client in full.clients.items():
-        other = resumed.clients[name].personal
-        assert (client.personal is None) == (other is None), name
-        for key, value in (client.personal or {}).items():
+    for name in full.clients:
+        mine, other = full.personal_state(name), resumed.personal_state(name)
+        assert (mine is None) == (other is None), name
+        for key, value in (mine or {}).items():
             assert torch.equal(value, other[key]), (name, key)
     assert torch.equal(full.server.bank.vectors, resumed.server.bank.vectors)
     # history.csv holds every round exactly once per stage and client, as the uninterrupted

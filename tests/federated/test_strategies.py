@@ -1,4 +1,3 @@
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from omnifm.federated import (
     FedPer,
     FedProx,
     FedYogi,
+    LocalRound,
     OmniFM,
     Strategy,
 )
@@ -48,14 +48,14 @@ def test_weighted_average_rejects_mismatched_states() -> None:
 def test_fedprox_term_is_half_mu_squared_distance() -> None:
     model = tiny_task(stack=False)
     shared = {k: v.clone() for k, v in model.state_dict().items()}
-    (term,) = FedProx(mu=0.5).client_callbacks(shared)
+    (term,) = FedProx(mu=0.5).client_callbacks(LocalRound(model, shared))
     assert isinstance(term, LossTerm) and term.name == "client_term"
     _, out = model(batch := {"image": torch.rand(2, 1, 16, 16)})
     assert term.loss_term(model, batch, out).item() == 0.0
     with torch.no_grad():
         model.head.bias.add_(2.0)  # 4 classes: ||delta||^2 = 4 * 4 = 16
     torch.testing.assert_close(term.loss_term(model, batch, out), torch.tensor(0.25 * 16.0))
-    assert FedAvg().client_callbacks(shared) == []
+    assert FedAvg().client_callbacks(LocalRound(model, shared)) == []
 
 
 def test_personal_keys_of_each_strategy() -> None:
@@ -109,7 +109,7 @@ class _FrozenHeads(FedAvg):
     def __init__(self) -> None:
         self.probe = _LossProbe()
 
-    def client_callbacks(self, shared: Mapping[str, Tensor]) -> list[Callback]:
+    def client_callbacks(self, local: LocalRound) -> list[Callback]:
         return [_HeadGradientsDropped(), self.probe]
 
 

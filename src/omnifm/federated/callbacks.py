@@ -5,15 +5,22 @@ A client adds these to each local Trainer; the task finds them through the proto
 
 - ``BankRetrieval``: the round's bank snapshot, on the Trainer's device, for GSKR; counts
   which entries the training steps retrieved (the server ranks entries by it);
-- ``ProximalTerm``: FedProx's ``mu / 2 * ||w - w_global||^2`` as a loss term.
+- ``ProximalTerm``: FedProx's ``mu / 2 * ||w - w_global||^2`` as a loss term (Ditto's too);
+- ``ControlVariates``: SCAFFOLD's gradient correction and control-variate update;
+- ``DynamicRegularizer``: FedDyn's client term and gradient state;
+- ``ModelContrastive``: MOON's term between the local, global and previous representations.
 
 A strategy hands its own callbacks to the client (``Strategy.client_callbacks``): a loss term,
 a gradient correction in ``on_before_optimizer_step``, anything a Lightning callback can do.
+They see the client's round as a ``LocalRound``: what the server sent, the client's own state
+(kept across rounds, never sent) and what goes back to the strategy's server.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,9 +29,50 @@ from torch import Tensor
 
 from omnifm.bank import BankSnapshot
 from omnifm.blocks import StackOutput
-from omnifm.functional import proximal_term
+from omnifm.functional import (
+    control_variate_update,
+    dynamic_regularizer,
+    model_contrastive_loss,
+    proximal_term,
+)
 
-__all__ = ["BankRetrieval", "ProximalTerm"]
+__all__ = [
+    "BankRetrieval",
+    "ControlVariates",
+    "DynamicRegularizer",
+    "LocalRound",
+    "ModelContrastive",
+    "ProximalTerm",
+    "frozen_copy",
+]
+
+
+@dataclass
+class LocalRound:
+    """One client's round as its strategy's client side sees it."""
+
+    model: LightningModule  # the task, holding the round's shared weights and personal state
+    shared: Mapping[str, Tensor]  # the round's global shared state (``FitIns.weights``)
+    server: Mapping[str, Tensor] = field(default_factory=dict)  # ``Strategy.broadcast()``
+    state: dict[str, Tensor] = field(default_factory=dict)  # kept across rounds, never sent
+    upload: dict[str, Tensor] = field(default_factory=dict)  # to the strategy's server
+
+
+def cpu_copy(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+
+
+def frozen_copy(model: LightningModule, state: Mapping[str, Tensor] | None = None) -> Any:
+    """A copy of ``model`` in eval mode without gradients (MOON's global and previous models),
+    with ``state`` loaded; the copy holds no Trainer."""
+    trainer, model._trainer = model._trainer, None  # not deep-copied with the module
+    try:
+        frozen = copy.deepcopy(model)
+    finally:
+        model._trainer = trainer
+    if state is not None:
+        frozen.load_state_dict(state)
+    return frozen.eval().requires_grad_(False)
 
 
 class BankRetrieval(Callback):
@@ -76,3 +124,102 @@ class ProximalTerm(Callback):
         params = {k: p for k, p in task.named_parameters() if k in self.reference}
         ref = {k: self.reference[k] for k in params}
         return 0.5 * self.mu * proximal_term(params, ref).to(task.device)
+
+
+class ControlVariates(Callback):
+    """SCAFFOLD's client side (Karimireddy et al. 2020): every step's gradient of the shared
+    parameters is corrected by ``c - c_i`` (server and client control variates); after the fit
+    the client's variate takes option II's update, and its change goes to the server.
+
+    ``local.server`` and ``local.state`` hold the variates by parameter name (the client's
+    starts at zero); the rate is the first parameter group's at the end of the fit."""
+
+    def __init__(self, local: LocalRound) -> None:
+        self.local = local
+        self.server = dict(local.server)
+        self.own = {k: local.state.get(k, torch.zeros_like(v)) for k, v in self.server.items()}
+        self.correction: dict[str, Tensor] = {}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        device = trainer.strategy.root_device
+        self.correction = {k: (self.server[k] - self.own[k]).to(device) for k in self.server}
+
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: Any
+    ) -> None:
+        for name, p in pl_module.named_parameters():
+            if p.grad is not None and name in self.correction:
+                p.grad.add_(self.correction[name])
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        steps = trainer.global_step
+        if steps == 0:  # no data this round: the variates stay
+            return
+        lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        end = cpu_copy({k: p for k, p in pl_module.named_parameters() if k in self.server})
+        start = {k: self.local.shared[k] for k in self.server}
+        new = control_variate_update(self.own, self.server, start, end, steps, lr)
+        self.local.upload.update({k: new[k] - self.own[k] for k in new})
+        self.local.state.update(new)
+
+
+class DynamicRegularizer(Callback):
+    """FedDyn's client side (Acar et al. 2021): adds
+    ``alpha / 2 ||theta - theta_server||^2 - <g_k, theta>`` to each training loss (``LossTerm``,
+    logged as ``train/client_term``); after the fit ``g_k <- g_k - alpha (theta_k - theta_server)``.
+    ``local.state`` holds ``g_k`` by parameter name (zero at first)."""
+
+    name = "client_term"
+
+    def __init__(self, alpha: float, local: LocalRound, keys: set[str]) -> None:
+        self.alpha = alpha
+        self.local = local
+        self.reference = {k: local.shared[k].detach().clone() for k in keys}
+        self.gradient = {
+            k: local.state.get(k, torch.zeros_like(v)) for k, v in self.reference.items()
+        }
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        device = trainer.strategy.root_device
+        self.reference = {k: v.to(device) for k, v in self.reference.items()}
+        self.gradient = {k: v.to(device) for k, v in self.gradient.items()}
+
+    def loss_term(self, task: LightningModule, batch: Any, out: StackOutput) -> Tensor:
+        params = {k: p for k, p in task.named_parameters() if k in self.reference}
+        return dynamic_regularizer(params, self.reference, self.gradient, self.alpha)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        params = dict(pl_module.named_parameters())
+        self.local.state.update(
+            cpu_copy(
+                {
+                    k: self.gradient[k] - self.alpha * (params[k].detach() - self.reference[k])
+                    for k in self.reference
+                }
+            )
+        )
+
+
+class ModelContrastive(Callback):
+    """MOON's term (Li et al. 2021): ``mu`` times the model-contrastive loss between the
+    representation the head reads (``StackOutput.suffix``) under the model being trained, the
+    round's global model (positive) and the client's previous local model (negative); a
+    ``LossTerm`` logged as ``train/client_term``."""
+
+    name = "client_term"
+
+    def __init__(self, mu: float, tau: float, global_model: Any, previous_model: Any) -> None:
+        self.mu, self.tau = mu, tau
+        self.global_model, self.previous_model = global_model, previous_model
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        device = trainer.strategy.root_device
+        self.global_model.to(device)
+        self.previous_model.to(device)
+
+    def loss_term(self, task: Any, batch: Any, out: StackOutput) -> Tensor:
+        bank = task.current_bank()
+        with torch.no_grad():
+            z_global = self.global_model(batch, bank)[1].suffix
+            z_previous = self.previous_model(batch, bank)[1].suffix
+        return self.mu * model_contrastive_loss(out.suffix, z_global, z_previous, self.tau)

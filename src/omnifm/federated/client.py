@@ -6,13 +6,14 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningDataModule, Trainer, seed_everything
+from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.loggers import Logger
 from torch import Tensor
 
 from omnifm.bank import BankSnapshot
-from omnifm.federated.callbacks import BankRetrieval
+from omnifm.federated.callbacks import BankRetrieval, LocalRound
 from omnifm.federated.messages import EvaluateRes, FitIns, FitRes
+from omnifm.federated.reporting import ClientLogger
 from omnifm.federated.strategies import Strategy
 from omnifm.functional import effective_rank, kmeans
 from omnifm.tasks.base import OmniFMTask
@@ -52,11 +53,27 @@ def _finite(t: Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
+def _finite_all(tensors: dict[str, Tensor]) -> list[str]:
+    return [k for k, v in tensors.items() if v.is_floating_point() and not _finite(v)]
+
+
+def _scale_budget(trainer: Trainer, times: int) -> None:
+    """``times`` the Trainer's local budget: its max_epochs and max_steps (where set)."""
+    loop = trainer.fit_loop
+    if times != 1:
+        if loop.max_epochs is not None and loop.max_epochs > 0:
+            loop.max_epochs *= times
+        if loop.epoch_loop.max_steps > 0:
+            loop.epoch_loop.max_steps *= times
+
+
 class Client:
-    """One hospital: a name, a modality tag, a datamodule and a small personal state.
+    """One hospital: a name, a modality tag, a datamodule, its personal state and its
+    strategy's state (both kept across rounds, never sent).
 
     The model instance is not owned here: every client of a process loads its state into the
-    same model, so memory per client is its personal tensors (on the CPU) and a step counter.
+    same model, so memory per client is its personal and strategy tensors (on the CPU, or on
+    disk past the federation's budget: ``omnifm.federated.store``) and a step counter.
     """
 
     def __init__(
@@ -71,6 +88,7 @@ class Client:
         self.datamodule = datamodule
         self.initial_personal = initial_personal or {}
         self.personal: dict[str, Tensor] | None = None
+        self.strategy_state: dict[str, Tensor] = {}  # ``LocalRound.state`` between rounds
         self.steps = 0  # optimizer steps done so far, to continue TensorBoard curves
 
     @property
@@ -91,32 +109,47 @@ class Client:
     ) -> FitRes:
         """Train locally from the round's shared weights; returns the shared part of the result.
 
-        The local Trainer gets the federation's callbacks: the round's bank (``BankRetrieval``)
-        and the strategy's (``Strategy.client_callbacks``)."""
+        The strategy runs the local training (``Strategy.local_fit``): one or more fresh local
+        Trainers, each with the federation's callbacks, the round's bank (``BankRetrieval``)
+        and the strategy's. Personal and strategy state change only if the round succeeds."""
         self.load(model, ins.weights)
         bank = _bank(ins.bank)
         seed_everything(ins.seed, workers=True, verbose=False)
         reseed = getattr(self.datamodule, "reseed", None)
         if callable(reseed):
             reseed(ins.seed)
-        # the federation validates every client after aggregation, not inside local fits
-        trainer = make_trainer(
-            logger=logger,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            callbacks=[bank, *strategy.client_callbacks(ins.weights)],
-        )
-        trainer.fit(model, datamodule=self.datamodule)
+        metrics: dict[str, float] = {}
+        steps = 0
+
+        def fit(callbacks: list[Callback], times: int = 1) -> Trainer:
+            nonlocal steps
+            if isinstance(logger, ClientLogger):  # every fit's curve follows the last one's
+                logger.step_offset = self.steps + steps
+            # the federation validates every client after aggregation, not inside local fits
+            trainer = make_trainer(
+                logger=logger,
+                limit_val_batches=0,
+                num_sanity_val_steps=0,
+                callbacks=[bank, *callbacks],
+            )
+            _scale_budget(trainer, times)
+            trainer.fit(model, datamodule=self.datamodule)
+            steps += trainer.global_step
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+            return trainer
+
+        local = LocalRound(model, ins.weights, ins.strategy, dict(self.strategy_state))
+        strategy.local_fit(local, fit)
         state = _cpu_state(model)
-        bad = [k for k, v in state.items() if v.is_floating_point() and not _finite(v)]
+        bad = _finite_all(state) + _finite_all(local.state) + _finite_all(local.upload)
         if bad:
             raise ClientFailure(f"client {self.name!r} produced non-finite weights in {bad[:3]}")
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if not all(map(torch.isfinite, map(torch.tensor, metrics.values()))):
             raise ClientFailure(f"client {self.name!r} produced non-finite metrics {metrics}")
         personal = set(self.initial_personal)
         self.personal = {k: state[k] for k in personal}
-        self.steps += trainer.global_step
+        self.strategy_state = local.state
+        self.steps += steps
         ids, counts = bank.hits()
         tokens = self.spectral_tokens(model) if ins.prototypes else None
         if tokens is not None:
@@ -132,6 +165,7 @@ class Client:
             else None,
             hit_ids=ids,
             hit_counts=counts,
+            strategy=local.upload,
         )
 
     def evaluate(
@@ -141,9 +175,15 @@ class Client:
         bank: dict | None,
         make_trainer: TrainerFactory,
         stage: Literal["validate", "test"] = "validate",
+        strategy: Strategy | None = None,
     ) -> EvaluateRes:
-        """Metrics of the global shared weights plus this client's personal state."""
-        self.load(model, shared)
+        """Metrics of the global shared weights plus this client's personal state, or of the
+        model its strategy evaluates it with (``Strategy.evaluation_state``: Ditto's own)."""
+        own = strategy.evaluation_state(self.strategy_state) if strategy is not None else None
+        if own is not None:
+            model.load_state_dict(own, strict=True)
+        else:
+            self.load(model, shared)
         trainer = make_trainer(logger=False, callbacks=[_bank(bank)])
         results = getattr(trainer, stage)(model, datamodule=self.datamodule, verbose=False)
         split = "val" if stage == "validate" else "test"

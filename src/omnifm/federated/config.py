@@ -65,6 +65,9 @@ class FederationConfig:
     output: str = "runs"  # run folders are output/name/version_N
     name: str = "omnifm"
     eval_every: PositiveInt = 1  # validate every client every this many rounds (and the last)
+    # MiB of client states (personal weights, a strategy's client state such as Ditto's model)
+    # kept in memory; the least recently used beyond it go to RUN/client_states/ (none: no limit)
+    client_memory: NonNegativeFloat | None = 1024.0
     bank: BankConfig = field(default_factory=BankConfig)
     backend: Literal["inprocess", "flower"] = "inprocess"  # flower: pip install omnifm[flower]
     flower: FlowerConfig = field(default_factory=FlowerConfig)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
+from torch import Tensor
 
 from omnifm.federated.checkpoint import check_fits
 from omnifm.federated.client import Client
@@ -15,6 +19,7 @@ from omnifm.federated.config import FederationConfig
 from omnifm.federated.messages import EvaluateRes, FitRes
 from omnifm.federated.reporting import ClientLogger
 from omnifm.federated.rounds import FederationError, RoundLoop, Stage, Upload
+from omnifm.federated.store import ClientStore, pack, unpack
 from omnifm.federated.trainer import client_seed, local_trainer, trainer_device
 from omnifm.tasks.base import OmniFMTask
 
@@ -59,6 +64,11 @@ class Federation(RoundLoop):
             )
             for n in self.client_names
         }
+        budget = self.config.client_memory
+        self.store = ClientStore(
+            None if budget is None else int(budget * 2**20),
+            lambda: self._run_dir() / "client_states",
+        )
 
     def make_trainer(self, **overrides: Any) -> Trainer:
         """A fresh per-client Trainer from the recipe's trainer settings."""
@@ -87,17 +97,18 @@ class Federation(RoundLoop):
         results: list[FitRes] = []
         failures: dict[str, str] = {}
         for i, name in enumerate(chosen, start=1):
-            client = self.clients[name]
             start = time.perf_counter()
-            logger = ClientLogger(self._run_dir(), name, client.steps)
             try:
-                res = client.fit(
-                    self.model,
-                    self.server.fit_ins(round_, name),
-                    self.config.strategy,
-                    self.make_trainer,
-                    logger,
-                )
+                with self._holding(name) as client:
+                    logger = ClientLogger(self._run_dir(), name, client.steps)
+                    res = client.fit(
+                        self.model,
+                        self.server.fit_ins(round_, name),
+                        self.config.strategy,
+                        self.make_trainer,
+                        logger,
+                    )
+                    self._keep(client, round_)
             except Exception as err:  # a failing hospital must not stop the federation
                 failures[name] = f"{type(err).__name__}: {err}"
                 log.warning(
@@ -117,7 +128,7 @@ class Federation(RoundLoop):
                 i,
                 len(chosen),
                 name,
-                client.modality,
+                res.modality,
                 loss,
                 time.perf_counter() - start,
             )
@@ -128,9 +139,15 @@ class Federation(RoundLoop):
         rows: list[dict[str, Any]] = []
         for name, client in self.clients.items():
             try:
-                res: EvaluateRes = client.evaluate(
-                    self.model, self.server.shared, bank, self.make_trainer, stage
-                )
+                with self._holding(name):
+                    res: EvaluateRes = client.evaluate(
+                        self.model,
+                        self.server.shared,
+                        bank,
+                        self.make_trainer,
+                        stage,
+                        self.config.strategy,
+                    )
             except Exception as err:  # reported in the table, left out of the mean
                 log.warning("%s of client %s failed: %s: %s", stage, name, type(err).__name__, err)
                 rows.append({"client": name, "modality": client.modality, "error": str(err)})
@@ -138,16 +155,50 @@ class Federation(RoundLoop):
             rows.append({"client": name, "modality": client.modality, **res.metrics})
         return rows
 
-    # personal states live here ---------------------------------------------------------------
+    # client states live here: in the store, held by a Client only while it works ----------
+    @contextlib.contextmanager
+    def _holding(self, name: str) -> Iterator[Client]:
+        """``name``'s Client with its personal and strategy state from the store."""
+        client = self.clients[name]
+        personal, client.strategy_state = unpack(self.store.get(name) or {})
+        client.personal = personal or None
+        try:
+            yield client
+        finally:
+            client.personal, client.strategy_state = None, {}
+
+    def _keep(self, client: Client, round_: int) -> None:
+        state = pack(client.personal or {}, client.strategy_state)
+        if state:
+            self.store.put(client.name, state, round_)
+
+    def personal_state(self, name: str) -> dict[str, Tensor] | None:
+        """Client ``name``'s personal weights; ``None`` before its first successful round."""
+        return unpack(self.store.get(name) or {})[0] or None
+
+    def strategy_state(self, name: str) -> dict[str, Tensor]:
+        """What client ``name``'s strategy keeps on it (``LocalRound.state``)."""
+        return unpack(self.store.get(name) or {})[1]
+
     def client_state(self) -> dict[str, Any]:
         return {
-            "personal": {n: c.personal for n, c in self.clients.items() if c.personal is not None},
+            "clients": self.store.state_dict(),
             "steps": {n: c.steps for n, c in self.clients.items()},
         }
 
     def load_client_state(self, state: dict[str, Any]) -> None:
-        for name, personal in state["personal"].items():
+        if "clients" not in state:  # a checkpoint written before client stores (2026-11-28)
+            state = {**state, "clients": {"memory": {}, "files": {}}}
+            for name, personal in state["personal"].items():
+                state["clients"]["memory"][name] = pack(personal, {})
+        for name, flat in state["clients"]["memory"].items():
+            personal, _ = unpack(flat)
             check_fits(personal, self.server.initial_personal, f"personal state of {name!r}")
+        self.store.load_state_dict(state["clients"])
         for name, client in self.clients.items():
-            client.personal = state["personal"].get(name)
             client.steps = state["steps"].get(name, 0)
+
+    def checkpoint(self) -> Path:
+        path = super().checkpoint()
+        self.store.collect()  # spilled states the checkpoint no longer needs
+        return path

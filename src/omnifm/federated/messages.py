@@ -30,6 +30,7 @@ class FitIns(Message):
     seed: int
     bank: dict[str, Any] | None = None  # BankSnapshot.state_dict()
     prototypes: int = 8  # spectral prototypes to upload
+    strategy: dict[str, Tensor] = field(default_factory=dict)  # Strategy.broadcast()
 
 
 @dataclass
@@ -44,6 +45,7 @@ class FitRes(Message):
     prototypes: Tensor | None = None  # (n, spectral_dim)
     hit_ids: Tensor | None = None  # bank entry ids retrieved during training
     hit_counts: Tensor | None = None  # how often each of hit_ids was retrieved
+    strategy: dict[str, Tensor] = field(default_factory=dict)  # LocalRound.upload
 
 
 @dataclass

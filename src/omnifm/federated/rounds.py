@@ -106,8 +106,8 @@ class RoundLoop:
         raise NotImplementedError
 
     def client_state(self) -> dict[str, Any]:
-        """Personal states and step counters that the server holds (none when clients do)."""
-        return {"personal": {}, "steps": {}}
+        """Client states and step counters that the server holds (none when clients do)."""
+        return {"steps": {}}
 
     def load_client_state(self, state: dict[str, Any]) -> None:
         """Restore what ``client_state`` returned."""
@@ -270,7 +270,8 @@ class RoundLoop:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unknown = set(state["personal"]) - set(self.client_names)
+        unknown = set(state["steps"]) | set(state.get("personal", ()))
+        unknown -= set(self.client_names)
         if unknown:
             raise ValueError(
                 f"checkpoint has clients {sorted(unknown)} that this scenario lacks; "
@@ -291,8 +292,9 @@ class RoundLoop:
 
     def _resume(self, ckpt_path: str) -> None:
         path = resolve_checkpoint(ckpt_path, Path(self.config.output), self.config.name)
-        self.load_state_dict(load_checkpoint(path))
-        self.run_dir = path.parent.parent
+        state = load_checkpoint(path)
+        self.run_dir = path.parent.parent  # before loading: client states may live in it
+        self.load_state_dict(state)
         log.info("resumed %s at round %d", path, self.round)
 
     def _new_run(self) -> None:

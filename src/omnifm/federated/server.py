@@ -34,7 +34,7 @@ class Server:
     ) -> None:
         self.strategy = strategy
         self.aggregator = aggregator
-        strategy.bind(model)
+        strategy.bind(model, len(sampler.clients))
         self.sampler = sampler
         self.bank = bank
         self.seed = seed
@@ -56,6 +56,7 @@ class Server:
             seed=client_seed(self.seed, round_, client),
             bank=self.bank_snapshot(),
             prototypes=self.prototypes_per_client if self.bank is not None else 0,
+            strategy=self.strategy.broadcast(),
         )
 
     def aggregate(self, round_: int, results: list[FitRes]) -> None:
@@ -67,6 +68,7 @@ class Server:
             [r.num_examples for r in results],
             self.shared,
             self.aggregator,
+            [r.strategy for r in results],
         )
         if self.bank is None:
             return

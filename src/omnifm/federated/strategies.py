@@ -1,44 +1,84 @@
 """Federated strategies: which state stays personal, how shared state is aggregated, and what
-a client adds to its local training. A new strategy overrides one or more of those three
-methods; it needs no change to the client, the server or the round loop."""
+a client adds to its local training.
+
+A strategy is one class with a server side (``personal_keys``, ``aggregate``, server state in
+``state_dict``, what it ``broadcast``s to clients) and a client side (``client_callbacks`` for
+the local Trainer, or ``local_fit`` for a schedule of several fits; state the client keeps in
+``LocalRound.state``; the weights a client is evaluated with). A new strategy overrides what
+it changes; it needs no change to the client, the server or the round loop.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from lightning.pytorch import Callback
+import torch
+from lightning.pytorch import Callback, Trainer
 from torch import Tensor, nn
 
 from omnifm.federated.aggregators import Aggregator
-from omnifm.federated.callbacks import ProximalTerm
-from omnifm.functional import adaptive_step, momentum_step, weighted_average
+from omnifm.federated.callbacks import (
+    ControlVariates,
+    DynamicRegularizer,
+    LocalRound,
+    ModelContrastive,
+    ProximalTerm,
+    cpu_copy,
+    frozen_copy,
+)
+from omnifm.functional import (
+    adaptive_step,
+    feddyn_server_update,
+    momentum_step,
+    weighted_average,
+)
 from omnifm.tasks.base import OmniFMTask
 
 __all__ = [
+    "MOON",
+    "SCAFFOLD",
+    "Ditto",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
     "FedAvgM",
     "FedBN",
+    "FedDyn",
     "FedPer",
     "FedProx",
+    "FedRep",
     "FedYogi",
+    "LocalFit",
+    "LocalRound",
     "OmniFM",
     "Strategy",
 ]
 
+# one fresh local Trainer fit of the client's model on its data: the callbacks, and how many
+# times the recipe's local budget (its trainer's max_epochs and max_steps) to train for
+LocalFit = Callable[[list[Callback], int], Trainer]
+
 
 class Strategy:
-    """FedAvg's rules; subclasses change the personal keys, aggregation or client loss."""
+    """FedAvg's rules; subclasses change what stays personal, aggregation, server or client
+    state, and local training."""
 
+    # server side -------------------------------------------------------------------------------
     def personal_keys(self, model: OmniFMTask) -> set[str]:
         """State-dict keys that never leave a client (default: none); chosen from the task's
         ``parameter_groups()`` (encoder, stack, head, personal)."""
         return set()
 
-    def bind(self, model: OmniFMTask) -> None:
-        """Called once by the server with the run's model, before round 1 (default: nothing)."""
+    def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
+        """Called once by the server with the run's model and the federation's number of
+        clients, before round 1 (default: nothing)."""
+
+    def broadcast(self) -> dict[str, Tensor]:
+        """Server state every client receives with the round's weights (``LocalRound.server``;
+        SCAFFOLD's control variate); default: none."""
+        return {}
 
     def aggregate(
         self,
@@ -46,9 +86,11 @@ class Strategy:
         num_examples: list[int],
         current: dict[str, Tensor],
         aggregator: Aggregator | None = None,
+        uploads: Sequence[Mapping[str, Tensor]] = (),
     ) -> dict[str, Tensor]:
         """New shared state from the clients' shared states: ``aggregator`` (the recipe's
-        ``federation.aggregator``; default the example-weighted mean) of them."""
+        ``federation.aggregator``; default the example-weighted mean) of them. ``uploads``:
+        what each client's strategy side sent (``LocalRound.upload``)."""
         if aggregator is not None:
             return aggregator(states, num_examples)
         return weighted_average(states, [float(n) for n in num_examples])
@@ -60,11 +102,22 @@ class Strategy:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
 
-    def client_callbacks(self, shared: Mapping[str, Tensor]) -> list[Callback]:
-        """Lightning callbacks a client adds to its local Trainer this round, given the round's
-        shared state: a loss term (``omnifm.tasks.hooks.LossTerm``), a gradient correction
-        (``on_before_optimizer_step``), ... (default: none)."""
+    # client side -------------------------------------------------------------------------------
+    def client_callbacks(self, local: LocalRound) -> list[Callback]:
+        """Lightning callbacks a client adds to its local Trainer this round: a loss term
+        (``omnifm.tasks.hooks.LossTerm``), a gradient correction (``on_before_optimizer_step``),
+        ... (default: none). ``local.shared`` is the round's shared state."""
         return []
+
+    def local_fit(self, local: LocalRound, fit: LocalFit) -> None:
+        """A client's local training this round: one ``fit`` with ``client_callbacks``.
+        Override for several fits (FedRep's head then body, Ditto's two models)."""
+        fit(self.client_callbacks(local), 1)
+
+    def evaluation_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
+        """The full model state a client with strategy ``state`` is evaluated with; ``None``
+        (the default): the global shared weights with its personal ones."""
+        return None
 
     def __repr__(self) -> str:  # the hyperparameters; state (``_``-named) is left out
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -83,8 +136,8 @@ class FedProx(Strategy):
             raise ValueError(f"FedProx mu must be >= 0, got {mu}")
         self.mu = mu
 
-    def client_callbacks(self, shared: Mapping[str, Tensor]) -> list[Callback]:
-        return [ProximalTerm(self.mu, shared)]
+    def client_callbacks(self, local: LocalRound) -> list[Callback]:
+        return [ProximalTerm(self.mu, local.shared)]
 
 
 class FedPer(Strategy):
@@ -128,7 +181,7 @@ class _ServerOptimizer(Strategy):
         self._parameters: set[str] = set()
         self._state: dict[str, Any] = {"rounds": 0}
 
-    def bind(self, model: OmniFMTask) -> None:
+    def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
         self._parameters = {name for name, _ in model.named_parameters()}
 
     def aggregate(
@@ -137,6 +190,7 @@ class _ServerOptimizer(Strategy):
         num_examples: list[int],
         current: dict[str, Tensor],
         aggregator: Aggregator | None = None,
+        uploads: Sequence[Mapping[str, Tensor]] = (),
     ) -> dict[str, Tensor]:
         averaged = super().aggregate(states, num_examples, current, aggregator)
         keys = [k for k in averaged if k in self._parameters and averaged[k].is_floating_point()]
@@ -230,3 +284,206 @@ class FedAdagrad(_Adaptive):
 
     def __init__(self, eta: float = 0.1, tau: float = 1e-3) -> None:
         super().__init__(eta, 0.0, 0.0, tau)
+
+
+# personalised and drift-correcting strategies ---------------------------------------------------
+def _shared_parameters(strategy: Strategy, model: OmniFMTask) -> list[str]:
+    """Names of the model's trainable floating-point parameters that ``strategy`` shares."""
+    personal = strategy.personal_keys(model)
+    return sorted(
+        name
+        for name, p in model.named_parameters()
+        if p.requires_grad and p.is_floating_point() and name not in personal
+    )
+
+
+class SCAFFOLD(Strategy):
+    """Karimireddy et al. 2020: stochastic controlled averaging. Clients correct every step's
+    gradient by ``c - c_i`` (server and client control variates) and update ``c_i`` by option
+    II; the server averages the weights (global step size ``server_lr``: 1.0 is the mean) and
+    moves ``c`` by ``|S| / N`` times the mean of the clients' variate changes. ``c_i`` stays on
+    its client; ``c`` is in every checkpoint."""
+
+    def __init__(self, server_lr: float = 1.0) -> None:
+        if server_lr <= 0:
+            raise ValueError(f"SCAFFOLD server_lr must be > 0, got {server_lr}")
+        self.server_lr = server_lr
+        self._c: dict[str, Tensor] = {}
+        self._num_clients = 1
+
+    def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
+        self._num_clients = num_clients
+        params = dict(model.named_parameters())
+        self._c = {
+            k: torch.zeros_like(params[k], device="cpu") for k in _shared_parameters(self, model)
+        }
+
+    def broadcast(self) -> dict[str, Tensor]:
+        return self._c
+
+    def client_callbacks(self, local: LocalRound) -> list[Callback]:
+        return [ControlVariates(local)]
+
+    def aggregate(
+        self,
+        states: list[dict[str, Tensor]],
+        num_examples: list[int],
+        current: dict[str, Tensor],
+        aggregator: Aggregator | None = None,
+        uploads: Sequence[Mapping[str, Tensor]] = (),
+    ) -> dict[str, Tensor]:
+        new = super().aggregate(states, num_examples, current, aggregator)
+        if self.server_lr != 1.0:
+            for k in self._c:
+                new[k] = current[k] + self.server_lr * (new[k] - current[k])
+        sent = [u for u in uploads if u]  # a client without steps sends no change
+        if sent:
+            share = len(sent) / self._num_clients
+            for k in self._c:
+                self._c[k] = self._c[k] + share * torch.stack([u[k] for u in sent]).mean(0)
+        return new
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"c": dict(self._c)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "c" in state:
+            self._c = dict(state["c"])
+
+
+class FedDyn(Strategy):
+    """Acar et al. 2021: federated learning with dynamic regularisation. Each client adds
+    ``alpha / 2 ||theta - theta_server||^2 - <g_k, theta>`` to its loss and keeps its gradient
+    state ``g_k``; the server keeps ``h`` and sends ``aggregate(theta_k) - h / alpha``
+    (``alpha`` 0.01, within the paper's grid {0.1, 0.01, 0.001})."""
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        if alpha <= 0:
+            raise ValueError(f"FedDyn alpha must be > 0, got {alpha}")
+        self.alpha = alpha
+        self._h: dict[str, Tensor] = {}
+        self._num_clients = 1
+
+    def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
+        self._num_clients = num_clients
+        params = dict(model.named_parameters())
+        self._h = {
+            k: torch.zeros_like(params[k], device="cpu") for k in _shared_parameters(self, model)
+        }
+
+    def client_callbacks(self, local: LocalRound) -> list[Callback]:
+        return [DynamicRegularizer(self.alpha, local, _trainable_shared(local))]
+
+    def aggregate(
+        self,
+        states: list[dict[str, Tensor]],
+        num_examples: list[int],
+        current: dict[str, Tensor],
+        aggregator: Aggregator | None = None,
+        uploads: Sequence[Mapping[str, Tensor]] = (),
+    ) -> dict[str, Tensor]:
+        new = super().aggregate(states, num_examples, current, aggregator)
+        self._h = feddyn_server_update(self._h, current, states, self.alpha, self._num_clients)
+        for k, h in self._h.items():
+            new[k] = new[k] - h / self.alpha
+        return new
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"h": dict(self._h)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "h" in state:
+            self._h = dict(state["h"])
+
+
+def _trainable_shared(local: LocalRound) -> set[str]:
+    """The client model's trainable parameters that are shared this round."""
+    return {k for k, p in local.model.named_parameters() if k in local.shared and p.requires_grad}
+
+
+@contextlib.contextmanager
+def _training_only(model: nn.Module, names: set[str]) -> Iterator[None]:
+    """Train only the parameters ``names``; the others are frozen (their stale gradients
+    dropped) until the block ends."""
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    for n, p in model.named_parameters():
+        p.requires_grad_(before[n] and n in names)
+        p.grad = None
+    try:
+        yield
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(before[n])
+            p.grad = None
+
+
+class FedRep(Strategy):
+    """Collins et al. 2021: a shared representation and personal heads. Each round a client
+    trains its head with the body frozen for ``head_epochs`` local budgets (the recipe's
+    trainer epochs or steps), then the body with the head frozen for one; the head stays
+    personal. Default 10 head epochs and 1 body epoch as in the paper's code."""
+
+    def __init__(self, head_epochs: int = 10) -> None:
+        if head_epochs < 1:
+            raise ValueError(f"FedRep head_epochs must be >= 1, got {head_epochs}")
+        self.head_epochs = head_epochs
+
+    def personal_keys(self, model: OmniFMTask) -> set[str]:
+        return model.parameter_groups()["head"]
+
+    def local_fit(self, local: LocalRound, fit: LocalFit) -> None:
+        head = local.model.parameter_groups()["head"]
+        body = {n for n, _ in local.model.named_parameters()} - head
+        with _training_only(local.model, head):
+            fit([], self.head_epochs)
+        with _training_only(local.model, body):
+            fit([], 1)
+
+
+class Ditto(Strategy):
+    """Li et al. 2021: fair and robust personalisation. A client trains the global model as
+    FedAvg does, and its own personal model (all of it, kept on the client) with
+    ``lam / 2 ||v - w_global||^2`` for ``personal_epochs`` local budgets; it is evaluated with
+    its personal model. ``lam`` 0.1 from the paper's grid {0.01, 0.1, 1, 2}."""
+
+    def __init__(self, lam: float = 0.1, personal_epochs: int = 1) -> None:
+        if lam < 0 or personal_epochs < 1:
+            raise ValueError(
+                f"Ditto needs lam >= 0 and personal_epochs >= 1, got {lam}, {personal_epochs}"
+            )
+        self.lam = lam
+        self.personal_epochs = personal_epochs
+
+    def local_fit(self, local: LocalRound, fit: LocalFit) -> None:
+        model = local.model
+        start = cpu_copy(model.state_dict())
+        fit([], 1)  # the global model's local update
+        trained = cpu_copy(model.state_dict())
+        model.load_state_dict(local.state or start)
+        fit([ProximalTerm(self.lam, local.shared)], self.personal_epochs)
+        local.state.clear()
+        local.state.update(cpu_copy(model.state_dict()))
+        model.load_state_dict(trained)  # what the client sends
+
+    def evaluation_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
+        return dict(state) or None
+
+
+class MOON(Strategy):
+    """Li, He & Song 2021: model-contrastive federated learning. Each client adds ``mu`` times
+    a contrastive loss that pulls its representation towards the round's global model's and
+    away from its previous local model's (temperature ``tau``); the previous model (all of it)
+    stays on the client. Defaults ``mu`` 1 and ``tau`` 0.5 from the paper."""
+
+    def __init__(self, mu: float = 1.0, tau: float = 0.5) -> None:
+        if mu < 0 or tau <= 0:
+            raise ValueError(f"MOON needs mu >= 0 and tau > 0, got {mu}, {tau}")
+        self.mu, self.tau = mu, tau
+
+    def local_fit(self, local: LocalRound, fit: LocalFit) -> None:
+        model = local.model
+        global_model = frozen_copy(model)
+        previous = frozen_copy(model, local.state) if local.state else global_model
+        fit([ModelContrastive(self.mu, self.tau, global_model, previous)], 1)
+        local.state.clear()
+        local.state.update(cpu_copy(model.state_dict()))

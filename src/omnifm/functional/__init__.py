@@ -1,6 +1,6 @@
 """Pure tensor functions: amplitude spectra, low-pass windows, SPAlign, retrieval, aggregation
-(robust rules and server optimizers too), image fusion (YCbCr, gradients, fusion loss, entropy,
-mutual information), channel conversion."""
+(robust rules, server optimizers, client-drift corrections), image fusion (YCbCr, gradients,
+fusion loss, entropy, mutual information), channel conversion."""
 
 from omnifm.functional.aggregation import kmeans, proximal_term, weighted_average
 from omnifm.functional.alignment import (
@@ -9,6 +9,12 @@ from omnifm.functional.alignment import (
     effective_rank,
     spalign_loss,
     spread_floor_loss,
+)
+from omnifm.functional.drift import (
+    control_variate_update,
+    dynamic_regularizer,
+    feddyn_server_update,
+    model_contrastive_loss,
 )
 from omnifm.functional.fusion import (
     fusion_loss,
@@ -33,9 +39,12 @@ __all__ = [
     "amplitude_spectrum",
     "can_convert",
     "contrastive_spalign_loss",
+    "control_variate_update",
     "coordinate_median",
     "cosine_topk",
+    "dynamic_regularizer",
     "effective_rank",
+    "feddyn_server_update",
     "fusion_loss",
     "gradient_magnitude",
     "image_entropy",
@@ -43,6 +52,7 @@ __all__ = [
     "kmeans",
     "krum_select",
     "low_pass",
+    "model_contrastive_loss",
     "momentum_step",
     "proximal_term",
     "rgb_to_ycbcr",

@@ -7,7 +7,8 @@ recipe comes from the site's own copy (node config ``recipe``, a path), or with 
 config ``recipe``): then it may only name the classes of the site's allowlist (the library's
 own, extended by node config ``allowed-classes``), checked before anything is built from it;
 a refused recipe fails the message, with the reason, back to the server. The client's
-personal state stays in ``context.state``.
+personal state and its strategy's client state (SCAFFOLD's control variate, Ditto's model)
+stay in ``context.state``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from omnifm.recipe import Recipe, load_recipe
 
 __all__ = ["Site", "client_app", "make_client_app"]
 
-PERSONAL, STATE = "omnifm.personal", "omnifm.client"
+PERSONAL, STRATEGY, STATE = "omnifm.personal", "omnifm.strategy", "omnifm.client"
 # one model instance per process, with its initial personal state (the model is reused)
 _RECIPES: dict[tuple[str, ...], tuple[Recipe, dict[str, Tensor]]] = {}
 
@@ -75,6 +76,8 @@ class Site:
         )
         if PERSONAL in context.state.array_records:
             self.client.personal = tensors(context.state.array_records[PERSONAL])
+        if STRATEGY in context.state.array_records:
+            self.client.strategy_state = tensors(context.state.array_records[STRATEGY])
         if STATE in context.state.config_records:
             self.client.steps = int(context.state.config_records[STATE]["steps"])
         self.root = str(Path(tempfile.gettempdir()) / "omnifm-flower" / self.name)
@@ -85,9 +88,12 @@ class Site:
         return local_trainer(self.recipe.trainer, self.root, **overrides)
 
     def save(self, context: Context) -> None:
-        """The personal state and step count back into ``context.state``."""
+        """The personal state, the strategy's client state and the step count back into
+        ``context.state``."""
         if self.client.personal is not None:
             context.state[PERSONAL] = ArrayRecord(self.client.personal)
+        if self.client.strategy_state:
+            context.state[STRATEGY] = ArrayRecord(self.client.strategy_state)
         context.state[STATE] = ConfigRecord({"steps": self.client.steps})
 
 
@@ -135,7 +141,9 @@ def make_client_app(recipe_text: str | None = None) -> ClientApp:
             stage = str(config["stage"])
             if stage not in ("validate", "test"):
                 raise ValueError(f"unknown evaluation stage {stage!r}")
-            res = site.client.evaluate(site.model, shared, bank, site.make_trainer, stage)
+            res = site.client.evaluate(
+                site.model, shared, bank, site.make_trainer, stage, site.recipe.config.strategy
+            )
         return Message(evaluate_res_to_records(res), reply_to=msg)
 
     return app

@@ -4,7 +4,8 @@ Tensors travel as ``ArrayRecord`` (exact dtype and shape, no copy through Python
 shared weights, the bank snapshot's vectors and ids, and the spectral upload (prototypes,
 retrieved ids and their counts). Numbers and strings travel as ``ConfigRecord`` (round, seed,
 client name, modality tag, example count, the bank's modality names) and training or
-evaluation metrics as ``MetricRecord``.
+evaluation metrics as ``MetricRecord``. A strategy's own tensors (SCAFFOLD's control variates)
+travel as one more ``ArrayRecord`` each way.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 WEIGHTS, BANK, CONFIG, UPLOAD, METRICS = "weights", "bank", "config", "upload", "metrics"
+STRATEGY = "strategy"  # the strategy's own tensors: Strategy.broadcast() and LocalRound.upload
 
 
 def tensors(record: ArrayRecord) -> dict[str, Tensor]:
@@ -37,10 +39,17 @@ def tensors(record: ArrayRecord) -> dict[str, Tensor]:
     return dict(record.to_torch_state_dict())
 
 
-def shared_records(weights: dict[str, Tensor], bank: dict[str, Any] | None) -> dict[str, Any]:
-    """What every client of a round gets: the shared weights and the bank snapshot
-    (``BankSnapshot.state_dict()``; none: no bank). Built once per round, sent to all."""
+def shared_records(
+    weights: dict[str, Tensor],
+    bank: dict[str, Any] | None,
+    strategy: dict[str, Tensor] | None = None,
+) -> dict[str, Any]:
+    """What every client of a round gets: the shared weights, the bank snapshot
+    (``BankSnapshot.state_dict()``; none: no bank) and the strategy's broadcast (SCAFFOLD's
+    control variate). Built once per round, sent to all."""
     records: dict[str, Any] = {WEIGHTS: ArrayRecord(weights)}
+    if strategy:
+        records[STRATEGY] = ArrayRecord(strategy)
     if bank is not None:
         records[BANK] = ArrayRecord({"vectors": bank["vectors"], "ids": bank["ids"]})
         records["bank_modalities"] = list(bank["modalities"])
@@ -65,7 +74,7 @@ def fit_ins_to_records(
     ins: FitIns, client: str, shared: dict[str, Any] | None = None
 ) -> RecordDict:
     """Server -> client: the round's shared weights, bank snapshot and settings."""
-    shared = shared if shared is not None else shared_records(ins.weights, ins.bank)
+    shared = shared if shared is not None else shared_records(ins.weights, ins.bank, ins.strategy)
     config = {"client": client, "round": ins.round, "seed": ins.seed, "prototypes": ins.prototypes}
     return with_config(shared, config)
 
@@ -79,8 +88,13 @@ def fit_ins_from_records(content: RecordDict) -> tuple[FitIns, str]:
         seed=int(config["seed"]),
         bank=bank_from_records(content, config),
         prototypes=int(config["prototypes"]),
+        strategy=_optional(content, STRATEGY),
     )
     return ins, str(config["client"])
+
+
+def _optional(content: RecordDict, name: str) -> dict[str, Tensor]:
+    return tensors(content.array_records[name]) if name in content.array_records else {}
 
 
 def fit_res_to_records(res: FitRes, steps: int) -> RecordDict:
@@ -100,14 +114,15 @@ def fit_res_to_records(res: FitRes, steps: int) -> RecordDict:
         "num_examples": res.num_examples,
         "steps": steps,
     }
-    return RecordDict(
-        {
-            WEIGHTS: ArrayRecord(res.weights),
-            UPLOAD: ArrayRecord(upload),
-            CONFIG: ConfigRecord(config),
-            METRICS: MetricRecord(dict(res.metrics)),
-        }
-    )
+    records = {
+        WEIGHTS: ArrayRecord(res.weights),
+        UPLOAD: ArrayRecord(upload),
+        CONFIG: ConfigRecord(config),
+        METRICS: MetricRecord(dict(res.metrics)),
+    }
+    if res.strategy:
+        records[STRATEGY] = ArrayRecord(res.strategy)
+    return RecordDict(records)
 
 
 def fit_res_from_records(content: RecordDict) -> FitRes:
@@ -122,6 +137,7 @@ def fit_res_from_records(content: RecordDict) -> FitRes:
         prototypes=upload.get("prototypes"),
         hit_ids=upload.get("hit_ids"),
         hit_counts=upload.get("hit_counts"),
+        strategy=_optional(content, STRATEGY),
     )
 
 

@@ -131,7 +131,7 @@ class FlowerFederation(RoundLoop):
         reached = [n for n in chosen if n in self.nodes]
         failures = {n: "no node plays this client" for n in chosen if n not in self.nodes}
         bank = self.server.bank_snapshot()
-        shared = shared_records(self.server.shared, bank)
+        shared = shared_records(self.server.shared, bank, self.server.strategy.broadcast())
         messages = [
             Message(
                 fit_ins_to_records(self.server.fit_ins(round_, n), n, shared),
