@@ -8,7 +8,8 @@ of mean client test metrics (mean +- std over seeds), the per-method commands, t
 the wall time, a table of the first metric per data source, and ``<suite>.png`` the
 validation metric across rounds. ``--jobs N`` runs N runs at once, the cores split between them.
 
-Methods: the baselines (FedAvg, FedProx, FedPer, FedBN) train the plain backbone and head
+Methods: the baselines (FedAvg, FedProx, FedPer, FedBN, FedRep, Ditto, SCAFFOLD, MOON, FedDyn,
+FedAvgM, FedAdam, FedYogi) train the plain backbone and head
 (``stack: null``), as in the paper; OmniFM adds the stack; the ablations switch one OmniFM
 component off; Bicubic (super-resolution suites) is the untrained model.
 
@@ -57,6 +58,16 @@ METHODS: dict[str, list[str]] = {
     "FedProx": ["--federation.strategy=FedProx", *PLAIN],
     "FedPer": ["--federation.strategy=FedPer", *PLAIN],
     "FedBN": ["--federation.strategy=FedBN", *PLAIN],
+    "FedRep": ["--federation.strategy=FedRep", *PLAIN],
+    "Ditto": ["--federation.strategy=Ditto", *PLAIN],
+    "SCAFFOLD": ["--federation.strategy=SCAFFOLD", *PLAIN],
+    "MOON": ["--federation.strategy=MOON", *PLAIN],
+    "FedDyn": ["--federation.strategy=FedDyn", *PLAIN],
+    "FedAvgM": ["--federation.strategy=FedAvgM", *PLAIN],
+    # server rate 0.01: the best of Reddi et al.'s grid for FedAdam and FedYogi on image tasks
+    # (Flower's default 0.1 moves every weight by up to 0.1 a round)
+    "FedAdam": ["--federation.strategy=FedAdam", "--federation.strategy.eta=0.01", *PLAIN],
+    "FedYogi": ["--federation.strategy=FedYogi", *PLAIN],
     "OmniFM": ["--federation.strategy=OmniFM"],
     "OmniFM w/o GSKR": ["--federation.strategy=OmniFM", f"{STACK}.gskr=false"],
     "OmniFM w/o ECA": ["--federation.strategy=OmniFM", f"{STACK}.eca=false"],

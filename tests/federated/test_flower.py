@@ -101,6 +101,28 @@ def test_simulation_through_the_cli_matches_in_process(reference, tmp_path: Path
         assert got["test/acc"] == pytest.approx(want["test/acc"])
 
 
+@pytest.mark.parametrize("strategy", ["SCAFFOLD", "Ditto"])
+def test_simulation_of_a_strategy_with_client_state_matches_in_process(
+    strategy: str, tmp_path: Path
+) -> None:
+    """SCAFFOLD's control variates and Ditto's personal models live in the ClientApps'
+    context state; the run ends where the in-process one (client store) does."""
+    pytest.importorskip("ray", reason="Flower's simulation needs Ray: pip install 'omnifm[flower]'")
+    recipe = write_recipe(tmp_path, "tiny", strategy=strategy)
+    with torch_threads(1):
+        want = fit(recipe, tmp_path / "inprocess")
+    rows = fit(recipe, tmp_path / "flower", "--federation.backend=flower")
+    flower, inprocess = (
+        last_state(tmp_path / "flower", "tiny"),
+        last_state(tmp_path / "inprocess", "tiny"),
+    )
+    assert_same_server_state(flower, inprocess)
+    for key, value in inprocess["server"]["strategy"].get("c", {}).items():  # SCAFFOLD's c
+        assert value.abs().sum() > 0 and torch.equal(flower["server"]["strategy"]["c"][key], value)
+    # Ditto: every site is tested with its own model, as in process
+    assert [r["test/acc"] for r in rows] == pytest.approx([r["test/acc"] for r in want])
+
+
 @pytest.mark.slow
 def test_deployment_ends_where_the_in_process_engine_ends(
     reference, deployment: LocalDeployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -113,7 +135,7 @@ def test_deployment_ends_where_the_in_process_engine_ends(
     assert rows == []  # a deployment's results stay in the run folder on the SuperLink side
     state = last_state(tmp_path, "tiny")
     assert_same_server_state(state, reference_state)
-    assert state["personal"] == {}  # personal states never left the sites
+    assert "clients" not in state  # personal states never left the sites
     results = (tmp_path / "tiny" / "version_0" / "results.csv").read_text()
     assert results.startswith("client,modality") and "\nmean," in results
 

@@ -18,14 +18,15 @@ They see the client's round as a ``LocalRound``: what the server sent, the clien
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from torch import Tensor
+from torch import Tensor, nn
+from torch.func import functional_call
 
 from omnifm.bank import BankSnapshot
 from omnifm.blocks import StackOutput
@@ -43,7 +44,8 @@ __all__ = [
     "LocalRound",
     "ModelContrastive",
     "ProximalTerm",
-    "frozen_copy",
+    "cpu_copy",
+    "evaluating",
 ]
 
 
@@ -62,17 +64,15 @@ def cpu_copy(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
 
 
-def frozen_copy(model: LightningModule, state: Mapping[str, Tensor] | None = None) -> Any:
-    """A copy of ``model`` in eval mode without gradients (MOON's global and previous models),
-    with ``state`` loaded; the copy holds no Trainer."""
-    trainer, model._trainer = model._trainer, None  # not deep-copied with the module
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """``module`` in eval mode inside the block, in its former mode after it."""
+    was_training = module.training
+    module.eval()
     try:
-        frozen = copy.deepcopy(model)
+        yield
     finally:
-        model._trainer = trainer
-    if state is not None:
-        frozen.load_state_dict(state)
-    return frozen.eval().requires_grad_(False)
+        module.train(was_training)
 
 
 class BankRetrieval(Callback):
@@ -202,24 +202,32 @@ class DynamicRegularizer(Callback):
 
 class ModelContrastive(Callback):
     """MOON's term (Li et al. 2021): ``mu`` times the model-contrastive loss between the
-    representation the head reads (``StackOutput.suffix``) under the model being trained, the
-    round's global model (positive) and the client's previous local model (negative); a
-    ``LossTerm`` logged as ``train/client_term``."""
+    representation the head reads (``StackOutput.suffix``) under the model being trained, under
+    the round's global weights (positive) and under the client's previous local weights
+    (negative); a ``LossTerm`` logged as ``train/client_term``. The other two representations
+    come from the same module run with the other weights (``torch.func.functional_call``), in
+    eval mode and without gradients: no model copies."""
 
     name = "client_term"
 
-    def __init__(self, mu: float, tau: float, global_model: Any, previous_model: Any) -> None:
+    def __init__(
+        self,
+        mu: float,
+        tau: float,
+        global_state: Mapping[str, Tensor],
+        previous_state: Mapping[str, Tensor],
+    ) -> None:
         self.mu, self.tau = mu, tau
-        self.global_model, self.previous_model = global_model, previous_model
+        self.states = (dict(global_state), dict(previous_state))
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         device = trainer.strategy.root_device
-        self.global_model.to(device)
-        self.previous_model.to(device)
+        self.states = tuple({k: v.to(device) for k, v in s.items()} for s in self.states)
 
     def loss_term(self, task: Any, batch: Any, out: StackOutput) -> Tensor:
         bank = task.current_bank()
-        with torch.no_grad():
-            z_global = self.global_model(batch, bank)[1].suffix
-            z_previous = self.previous_model(batch, bank)[1].suffix
+        with torch.no_grad(), evaluating(task):
+            z_global, z_previous = (
+                functional_call(task, state, (batch, bank))[1].suffix for state in self.states
+            )
         return self.mu * model_contrastive_loss(out.suffix, z_global, z_previous, self.tau)

@@ -26,7 +26,6 @@ from omnifm.federated.callbacks import (
     ModelContrastive,
     ProximalTerm,
     cpu_copy,
-    frozen_copy,
 )
 from omnifm.functional import (
     adaptive_step,
@@ -482,8 +481,8 @@ class MOON(Strategy):
 
     def local_fit(self, local: LocalRound, fit: LocalFit) -> None:
         model = local.model
-        global_model = frozen_copy(model)
-        previous = frozen_copy(model, local.state) if local.state else global_model
-        fit([ModelContrastive(self.mu, self.tau, global_model, previous)], 1)
+        global_state = cpu_copy(model.state_dict())
+        previous = local.state or global_state  # round 1: the global model
+        fit([ModelContrastive(self.mu, self.tau, global_state, previous)], 1)
         local.state.clear()
         local.state.update(cpu_copy(model.state_dict()))
