@@ -9,7 +9,7 @@ the wall time, a table of the first metric per data source, and ``<suite>.png`` 
 validation metric across rounds. ``--jobs N`` runs N runs at once, the cores split between them.
 
 Methods: the baselines (FedAvg, FedProx, FedPer, FedBN, FedRep, Ditto, SCAFFOLD, MOON, FedDyn,
-FedAvgM, FedAdam, FedYogi) train the plain backbone and head
+GPFL, FedAvgM, FedAdam, FedYogi) train the plain backbone and head
 (``stack: null``), as in the paper; OmniFM adds the stack; the ablations switch one OmniFM
 component off; Bicubic (super-resolution suites) is the untrained model.
 
@@ -63,6 +63,7 @@ METHODS: dict[str, list[str]] = {
     "SCAFFOLD": ["--federation.strategy=SCAFFOLD", *PLAIN],
     "MOON": ["--federation.strategy=MOON", *PLAIN],
     "FedDyn": ["--federation.strategy=FedDyn", *PLAIN],
+    "GPFL": ["--federation.strategy=GPFL", *PLAIN],
     "FedAvgM": ["--federation.strategy=FedAvgM", *PLAIN],
     # server rate 0.01: the best of Reddi et al.'s grid for FedAdam and FedYogi on image tasks
     # (Flower's default 0.1 moves every weight by up to 0.1 a round)

@@ -1,5 +1,5 @@
-"""Strategies with client state: SCAFFOLD, FedDyn, MOON, FedRep and Ditto against their papers'
-updates, and the client store that keeps their state within a memory budget."""
+"""Strategies with client state: SCAFFOLD, FedDyn, MOON, FedRep, Ditto and GPFL against their
+papers' updates, and the client store that keeps their state within a memory budget."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from omnifm.federated import (
+    GPFL,
     MOON,
     SCAFFOLD,
     ClientStore,
@@ -24,6 +25,7 @@ from omnifm.federated import (
     Strategy,
 )
 from omnifm.functional import (
+    category_guidance_loss,
     control_variate_update,
     dynamic_regularizer,
     feddyn_server_update,
@@ -253,3 +255,39 @@ def test_the_store_deletes_superseded_files_after_a_checkpoint(tmp_path: Path) -
     assert ".r2." in left.name
     with pytest.raises(FileNotFoundError, match="client_states"):
         ClientStore(0, lambda: tmp_path / "elsewhere").load_state_dict(store.state_dict())
+
+
+def test_gpfl_guides_global_features_and_personalises_the_heads_input(tmp_path: Path) -> None:
+    # the guidance on hand-made tensors: angle CE + lam * ||f - e_y||
+    f, e = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 1])
+    angle = torch.nn.functional.cross_entropy(torch.eye(2), y)  # cosines are the identity
+    got = category_guidance_loss(f, e, e, y, lam=0.5)
+    torch.testing.assert_close(got, angle + 0.5 * torch.tensor(1.0))  # ||(0,0),(0,1)|| = 1
+    # Prepare: GPFL on a tiny federation whose clients hold different class mixes
+    run = tiny_federation(tmp_path, GPFL(), rounds=2, stack=False)
+    assert {"gpfl.personal_input", "head.weight"} <= run.server.personal_keys
+    assert "gpfl.valve.gamma.0.weight" in run.server.shared  # CoV and GCE are shared
+    # Execute
+    run.fit()
+    # Assert: each client's conditional input is its class frequencies times the embeddings
+    # as its last round began
+    personal = {n: run.personal_state(n)["gpfl.personal_input"] for n in run.clients}
+    frequency = {n: run.strategy_state(n)["class_frequency"] for n in run.clients}
+    assert all(math.isclose(float(f.sum()), 1.0, rel_tol=1e-6) for f in frequency.values())
+    assert not torch.equal(personal["ct"], personal["mri"])
+    # the head reads the features through the valve with that input
+    model = run.model
+    model.load_state_dict({**run.server.shared, **run.personal_state("ct")})
+    features = torch.rand(3, model.head.in_features)
+    expected = torch.nn.functional.linear(
+        model.gpfl.valve(features, personal["ct"]), model.head.weight, model.head.bias
+    )
+    torch.testing.assert_close(model.head(features), expected)
+
+
+def test_gpfl_refuses_a_task_without_classes() -> None:
+    from omnifm.tasks import SegmentationTask
+
+    with pytest.raises(ValueError, match="multi-class classifier"):
+        GPFL().personal_keys(SegmentationTask(num_classes=2, backbone="test_resnet", stack=None))

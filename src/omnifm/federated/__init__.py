@@ -10,6 +10,7 @@ from omnifm.federated.sampling import ClientSampler
 from omnifm.federated.server import Server
 from omnifm.federated.store import ClientStore
 from omnifm.federated.strategies import (
+    GPFL,
     MOON,
     SCAFFOLD,
     Ditto,
@@ -29,6 +30,7 @@ from omnifm.federated.strategies import (
 )
 
 __all__ = [
+    "GPFL",
     "MOON",
     "SCAFFOLD",
     "Aggregator",

@@ -8,7 +8,8 @@ A client adds these to each local Trainer; the task finds them through the proto
 - ``ProximalTerm``: FedProx's ``mu / 2 * ||w - w_global||^2`` as a loss term (Ditto's too);
 - ``ControlVariates``: SCAFFOLD's gradient correction and control-variate update;
 - ``DynamicRegularizer``: FedDyn's client term and gradient state;
-- ``ModelContrastive``: MOON's term between the local, global and previous representations.
+- ``ModelContrastive``: MOON's term between the local, global and previous representations;
+- ``CategoryGuidance``: GPFL's conditional inputs and its guidance of the global features.
 
 A strategy hands its own callbacks to the client (``Strategy.client_callbacks``): a loss term,
 a gradient correction in ``on_before_optimizer_step``, anything a Lightning callback can do.
@@ -31,6 +32,7 @@ from torch.func import functional_call
 from omnifm.bank import BankSnapshot
 from omnifm.blocks import StackOutput
 from omnifm.functional import (
+    category_guidance_loss,
     control_variate_update,
     dynamic_regularizer,
     model_contrastive_loss,
@@ -39,6 +41,7 @@ from omnifm.functional import (
 
 __all__ = [
     "BankRetrieval",
+    "CategoryGuidance",
     "ControlVariates",
     "DynamicRegularizer",
     "LocalRound",
@@ -231,3 +234,46 @@ class ModelContrastive(Callback):
                 functional_call(task, state, (batch, bank))[1].suffix for state in self.states
             )
         return self.mu * model_contrastive_loss(out.suffix, z_global, z_previous, self.tau)
+
+
+class CategoryGuidance(Callback):
+    """GPFL's client side (Zhang et al. 2023) for a task with a ``GlobalGuidance`` at
+    ``task.gpfl``: as the fit starts, the generic and personalised conditional inputs from the
+    category embeddings and the client's class frequencies (counted once, kept in
+    ``local.state``); every step adds the guidance of the global features
+    (``category_guidance_loss``; a ``LossTerm``, ``train/client_term``), and every gradient of
+    the valve and the embeddings ``mu`` times the weight (the paper's weight decay on them, in
+    its own optimizer there)."""
+
+    name = "client_term"
+
+    def __init__(self, local: LocalRound, lam: float, mu: float) -> None:
+        self.local, self.lam, self.mu = local, lam, mu
+        self.generic = self.frozen = torch.zeros(0)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        guidance = pl_module.gpfl
+        if "class_frequency" not in self.local.state:
+            loader = trainer.datamodule.train_dataloader()
+            labels = torch.cat([b["label"].long().view(-1) for b in loader])
+            counts = torch.bincount(labels, minlength=guidance.categories.num_embeddings)
+            self.local.state["class_frequency"] = counts.float() / counts.sum()
+        self.generic, personal = guidance.conditions(self.local.state["class_frequency"])
+        with torch.no_grad():
+            guidance.personal_input.copy_(personal)
+        self.frozen = guidance.categories.weight.detach().clone()
+
+    def loss_term(self, task: Any, batch: Any, out: StackOutput) -> Tensor:
+        guidance = task.gpfl
+        features = guidance.valve(out.suffix, self.generic)
+        labels = batch["label"].long().view(-1)
+        weights = guidance.categories.weight
+        return category_guidance_loss(features, weights, self.frozen, labels, self.lam)
+
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: Any
+    ) -> None:
+        guidance = pl_module.gpfl
+        for p in (*guidance.valve.parameters(), guidance.categories.weight):
+            if p.grad is not None:
+                p.grad.add_(p.detach(), alpha=self.mu)

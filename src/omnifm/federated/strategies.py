@@ -18,8 +18,10 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from torch import Tensor, nn
 
+from omnifm.blocks import GlobalGuidance
 from omnifm.federated.aggregators import Aggregator
 from omnifm.federated.callbacks import (
+    CategoryGuidance,
     ControlVariates,
     DynamicRegularizer,
     LocalRound,
@@ -486,3 +488,42 @@ class MOON(Strategy):
         fit([ModelContrastive(self.mu, self.tau, global_state, previous)], 1)
         local.state.clear()
         local.state.update(cpu_copy(model.state_dict()))
+
+
+def add_guidance(model: OmniFMTask) -> GlobalGuidance:
+    """GPFL's ``GlobalGuidance`` at ``model.gpfl`` (added the first time), its valve with the
+    personal condition in front of ``model.head`` (a forward pre-hook)."""
+    if hasattr(model, "gpfl"):
+        return model.gpfl
+    head = getattr(model, "head", None)
+    if getattr(model, "task_type", None) != "multi-class" or not isinstance(head, nn.Linear):
+        raise ValueError(
+            "strategy GPFL needs a multi-class classifier with a linear head "
+            "(omnifm.tasks.ClassificationTask, task_type multi-class); it learns one embedding "
+            "per class. Use FedRep or Ditto for other tasks"
+        )
+    guidance = GlobalGuidance(head.in_features, head.out_features)
+    model.add_module("gpfl", guidance)
+    head.register_forward_pre_hook(lambda _, args: (guidance.personalise(args[0]),))
+    return guidance
+
+
+class GPFL(Strategy):
+    """Zhang et al. 2023: global and personalised feature information. A conditional valve
+    (CoV) turns the features into personalised ones (the head's input) and global ones, guided
+    towards global category embeddings (GCE) in angle and magnitude (``lam``); CoV and GCE are
+    shared and regularised by ``mu``. The head and the client's conditional input stay
+    personal. Multi-class classification only; defaults ``lam`` 0.01 and ``mu`` 0.1 from the
+    paper. The strategy adds its modules to the model (``model.gpfl``)."""
+
+    def __init__(self, lam: float = 0.01, mu: float = 0.1) -> None:
+        if lam < 0 or mu < 0:
+            raise ValueError(f"GPFL needs lam >= 0 and mu >= 0, got {lam}, {mu}")
+        self.lam, self.mu = lam, mu
+
+    def personal_keys(self, model: OmniFMTask) -> set[str]:
+        add_guidance(model)  # both sides ask this first: the server and every Flower site
+        return model.parameter_groups()["head"] | {"gpfl.personal_input"}
+
+    def client_callbacks(self, local: LocalRound) -> list[Callback]:
+        return [CategoryGuidance(local, self.lam, self.mu)]

@@ -11,6 +11,7 @@ from omnifm.functional.alignment import (
     spread_floor_loss,
 )
 from omnifm.functional.drift import (
+    category_guidance_loss,
     control_variate_update,
     dynamic_regularizer,
     feddyn_server_update,
@@ -38,6 +39,7 @@ __all__ = [
     "adaptive_step",
     "amplitude_spectrum",
     "can_convert",
+    "category_guidance_loss",
     "contrastive_spalign_loss",
     "control_variate_update",
     "coordinate_median",

@@ -1,6 +1,6 @@
 """Client-drift corrections of personalised and drift-robust strategies, as pure functions on
 named tensors: SCAFFOLD's control variates, FedDyn's dynamic regulariser and server state,
-MOON's model-contrastive loss."""
+MOON's model-contrastive loss, GPFL's category guidance."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "category_guidance_loss",
     "control_variate_update",
     "dynamic_regularizer",
     "feddyn_server_update",
@@ -73,3 +74,15 @@ def model_contrastive_loss(z: Tensor, z_global: Tensor, z_previous: Tensor, tau:
     logits = torch.stack([positive, negative], dim=1)
     target = torch.zeros(len(z), dtype=torch.long, device=z.device)
     return torch.nn.functional.cross_entropy(logits, target)
+
+
+def category_guidance_loss(
+    features: Tensor, embeddings: Tensor, frozen: Tensor, labels: Tensor, lam: float
+) -> Tensor:
+    """GPFL's guidance of the global features (Zhang et al. 2023, as in the paper's code):
+    angle-level, the cross-entropy of the cosines between ``features (B, d)`` and the category
+    ``embeddings (C, d)``; magnitude-level, ``lam ||features - frozen[labels]||_2`` (the
+    embeddings as the round started, the norm over the whole batch)."""
+    cosine = torch.nn.functional.normalize(features) @ torch.nn.functional.normalize(embeddings).T
+    angle = torch.nn.functional.cross_entropy(cosine, labels)
+    return angle + lam * torch.linalg.vector_norm(features - frozen[labels])
