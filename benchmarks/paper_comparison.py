@@ -64,7 +64,9 @@ METHODS: dict[str, list[str]] = {
     "MOON": ["--federation.strategy=MOON", *PLAIN],
     "FedDyn": ["--federation.strategy=FedDyn", *PLAIN],
     "GPFL": ["--federation.strategy=GPFL", *PLAIN],
-    "FedAvgM": ["--federation.strategy=FedAvgM", *PLAIN],
+    # server rate 0.1 with momentum 0.9: an effective server step of 1 (Hsu et al.'s
+    # lr / (1 - momentum)); the default rate 1.0 diverged here at round 39
+    "FedAvgM": ["--federation.strategy=FedAvgM", "--federation.strategy.lr=0.1", *PLAIN],
     # server rate 0.01: the best of Reddi et al.'s grid for FedAdam and FedYogi on image tasks
     # (Flower's default 0.1 moves every weight by up to 0.1 a round)
     "FedAdam": ["--federation.strategy=FedAdam", "--federation.strategy.eta=0.01", *PLAIN],

@@ -93,9 +93,9 @@ def test_bad_values_are_rejected_with_the_key_named(override: str, key: str, cap
     [
         (  # an unknown strategy lists the valid names
             "--federation.strategy=FedFoo",
-            "federation.strategy: unknown strategy 'FedFoo'. Valid names: FedAdagrad, FedAdam, "
-            "FedAvg, FedAvgM, FedBN, FedPer, FedProx, FedYogi, OmniFM; or the import path of a "
-            "Strategy subclass",
+            "federation.strategy: unknown strategy 'FedFoo'. Valid names: Ditto, FedAdagrad, "
+            "FedAdam, FedAvg, FedAvgM, FedBN, FedDyn, FedPer, FedProx, FedRep, FedYogi, GPFL, "
+            "MOON, OmniFM, SCAFFOLD; or the import path of a Strategy subclass",
         ),
         (  # a width the heads cannot split, said in the recipe's names, with a fix
             "--model.init_args.embed_dim=130",

@@ -291,3 +291,10 @@ def test_gpfl_refuses_a_task_without_classes() -> None:
 
     with pytest.raises(ValueError, match="multi-class classifier"):
         GPFL().personal_keys(SegmentationTask(num_classes=2, backbone="test_resnet", stack=None))
+
+
+def test_scaffold_divides_by_the_effective_rate_of_momentum_sgd() -> None:
+    from omnifm.federated.callbacks import effective_lr
+
+    assert effective_lr({"lr": 0.05, "momentum": 0.9}) == pytest.approx(0.5)
+    assert effective_lr({"lr": 1e-3, "betas": (0.9, 0.999)}) == 1e-3  # Adam: the rate as is

@@ -129,13 +129,22 @@ class ProximalTerm(Callback):
         return 0.5 * self.mu * proximal_term(params, ref).to(task.device)
 
 
+def effective_lr(group: Mapping[str, Any]) -> float:
+    """The rate of an optimizer parameter group as a plain SGD step would have it: ``lr``, or
+    ``lr / (1 - momentum)`` with heavy-ball momentum (its steady-state step per gradient)."""
+    momentum = float(group.get("momentum", 0.0) or 0.0)
+    return float(group["lr"]) / (1.0 - momentum)
+
+
 class ControlVariates(Callback):
     """SCAFFOLD's client side (Karimireddy et al. 2020): every step's gradient of the shared
     parameters is corrected by ``c - c_i`` (server and client control variates); after the fit
     the client's variate takes option II's update, and its change goes to the server.
 
     ``local.server`` and ``local.state`` hold the variates by parameter name (the client's
-    starts at zero); the rate is the first parameter group's at the end of the fit."""
+    starts at zero). Option II divides the drift by the number of steps times the rate: the
+    first parameter group's at the end of the fit, as ``effective_lr`` (with SGD momentum 0.9
+    the plain rate would make the variates 10 times too large, and training diverge)."""
 
     def __init__(self, local: LocalRound) -> None:
         self.local = local
@@ -158,7 +167,7 @@ class ControlVariates(Callback):
         steps = trainer.global_step
         if steps == 0:  # no data this round: the variates stay
             return
-        lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        lr = effective_lr(trainer.optimizers[0].param_groups[0])
         end = cpu_copy({k: p for k, p in pl_module.named_parameters() if k in self.server})
         start = {k: self.local.shared[k] for k in self.server}
         new = control_variate_update(self.own, self.server, start, end, steps, lr)
