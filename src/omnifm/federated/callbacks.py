@@ -129,11 +129,14 @@ class ProximalTerm(Callback):
         return 0.5 * self.mu * proximal_term(params, ref).to(task.device)
 
 
-def effective_lr(group: Mapping[str, Any]) -> float:
-    """The rate of an optimizer parameter group as a plain SGD step would have it: ``lr``, or
-    ``lr / (1 - momentum)`` with heavy-ball momentum (its steady-state step per gradient)."""
-    momentum = float(group.get("momentum", 0.0) or 0.0)
-    return float(group["lr"]) / (1.0 - momentum)
+def effective_steps(steps: int, group: Mapping[str, Any]) -> float:
+    """How many plain-SGD steps of the group's ``lr`` the fit's ``steps`` moved the weights by
+    per unit of a constant gradient: ``steps``, or with heavy-ball momentum ``m`` started from
+    zero (a fresh optimizer every fit) ``sum_t (1 - m^t) / (1 - m)``."""
+    m = float(group.get("momentum", 0.0) or 0.0)
+    if m == 0.0:
+        return float(steps)
+    return (steps - m * (1 - m**steps) / (1 - m)) / (1 - m)
 
 
 class ControlVariates(Callback):
@@ -142,9 +145,10 @@ class ControlVariates(Callback):
     the client's variate takes option II's update, and its change goes to the server.
 
     ``local.server`` and ``local.state`` hold the variates by parameter name (the client's
-    starts at zero). Option II divides the drift by the number of steps times the rate: the
-    first parameter group's at the end of the fit, as ``effective_lr`` (with SGD momentum 0.9
-    the plain rate would make the variates 10 times too large, and training diverge)."""
+    starts at zero). Option II divides the drift by the number of steps times the rate (the
+    first parameter group's at the end of the fit); with SGD momentum, by what the steps moved
+    per unit gradient (``effective_steps``; the plain count made the variates up to 10 times
+    too large with momentum 0.9, and training diverged)."""
 
     def __init__(self, local: LocalRound) -> None:
         self.local = local
@@ -167,7 +171,8 @@ class ControlVariates(Callback):
         steps = trainer.global_step
         if steps == 0:  # no data this round: the variates stay
             return
-        lr = effective_lr(trainer.optimizers[0].param_groups[0])
+        group = trainer.optimizers[0].param_groups[0]
+        lr = float(group["lr"]) * effective_steps(steps, group) / steps
         end = cpu_copy({k: p for k, p in pl_module.named_parameters() if k in self.server})
         start = {k: self.local.shared[k] for k in self.server}
         new = control_variate_update(self.own, self.server, start, end, steps, lr)
