@@ -297,15 +297,8 @@ def test_gpfl_refuses_a_task_without_classes() -> None:
         GPFL().personal_keys(SegmentationTask(num_classes=2, backbone="test_resnet", stack=None))
 
 
-def test_scaffold_divides_by_what_momentum_sgd_moved_per_unit_gradient() -> None:
-    from omnifm.federated.callbacks import effective_steps
+def test_scaffold_divides_by_the_effective_rate_of_momentum_sgd() -> None:
+    from omnifm.federated.callbacks import effective_lr
 
-    # plain SGD: the step count; heavy ball from a zero buffer: 1 + 1.9 + 2.71 after 3 steps
-    assert effective_steps(5, {"lr": 0.1}) == 5
-    assert effective_steps(3, {"lr": 0.1, "momentum": 0.9}) == pytest.approx(5.61)
-    w = torch.zeros(1, requires_grad=True)
-    sgd = torch.optim.SGD([w], lr=0.1, momentum=0.9)
-    for _ in range(3):  # a constant gradient of 1: the weight moves by lr * effective steps
-        w.grad = torch.ones(1)
-        sgd.step()
-    assert float(-w) == pytest.approx(0.1 * 5.61)
+    assert effective_lr({"lr": 0.05, "momentum": 0.9}) == pytest.approx(0.5)
+    assert effective_lr({"lr": 1e-3, "betas": (0.9, 0.999)}) == 1e-3  # Adam: the rate as is
