@@ -288,14 +288,15 @@ class FedAdagrad(_Adaptive):
 
 
 # personalised and drift-correcting strategies ---------------------------------------------------
-def _shared_parameters(strategy: Strategy, model: OmniFMTask) -> list[str]:
-    """Names of the model's trainable floating-point parameters that ``strategy`` shares."""
+def _zeros_of_shared(strategy: Strategy, model: OmniFMTask) -> dict[str, Tensor]:
+    """Zeros (on the CPU) for each trainable parameter of ``model`` that ``strategy`` shares:
+    the initial server state of SCAFFOLD (``c``) and FedDyn (``h``)."""
     personal = strategy.personal_keys(model)
-    return sorted(
-        name
+    return {
+        name: torch.zeros_like(p, device="cpu")
         for name, p in model.named_parameters()
-        if p.requires_grad and p.is_floating_point() and name not in personal
-    )
+        if p.requires_grad and name not in personal
+    }
 
 
 class SCAFFOLD(Strategy):
@@ -314,10 +315,7 @@ class SCAFFOLD(Strategy):
 
     def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
         self._num_clients = num_clients
-        params = dict(model.named_parameters())
-        self._c = {
-            k: torch.zeros_like(params[k], device="cpu") for k in _shared_parameters(self, model)
-        }
+        self._c = _zeros_of_shared(self, model)
 
     def broadcast(self) -> dict[str, Tensor]:
         return self._c
@@ -367,10 +365,7 @@ class FedDyn(Strategy):
 
     def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
         self._num_clients = num_clients
-        params = dict(model.named_parameters())
-        self._h = {
-            k: torch.zeros_like(params[k], device="cpu") for k in _shared_parameters(self, model)
-        }
+        self._h = _zeros_of_shared(self, model)
 
     def client_callbacks(self, local: LocalRound) -> list[Callback]:
         return [DynamicRegularizer(self.alpha, local, _trainable_shared(local))]
