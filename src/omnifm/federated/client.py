@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import Logger
 from torch import Tensor
 
 from omnifm.bank import BankSnapshot
-from omnifm.federated.callbacks import BankRetrieval, LocalRound
+from omnifm.federated.callbacks import BankRetrieval, LocalRound, cpu_copy
 from omnifm.federated.messages import EvaluateRes, FitIns, FitRes
 from omnifm.federated.reporting import ClientLogger
 from omnifm.federated.strategies import Strategy
@@ -38,10 +38,6 @@ def token_spread(tokens: Tensor) -> dict[str, float]:
 
 class ClientFailure(RuntimeError):
     """A client's round could not be used (it raised, or returned NaN/inf)."""
-
-
-def _cpu_state(model: OmniFMTask) -> dict[str, Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _bank(state: dict[str, Any] | None) -> BankRetrieval:
@@ -140,7 +136,7 @@ class Client:
 
         local = LocalRound(model, ins.weights, ins.strategy, dict(self.strategy_state))
         strategy.local_fit(local, fit)
-        state = _cpu_state(model)
+        state = cpu_copy(model.state_dict())
         bad = _finite_all(state) + _finite_all(local.state) + _finite_all(local.upload)
         if bad:
             raise ClientFailure(f"client {self.name!r} produced non-finite weights in {bad[:3]}")

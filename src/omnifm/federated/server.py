@@ -8,6 +8,7 @@ from torch import Tensor
 
 from omnifm.bank import SpectralBank
 from omnifm.federated.aggregators import Aggregator
+from omnifm.federated.callbacks import cpu_copy
 from omnifm.federated.checkpoint import check_fits
 from omnifm.federated.health import retrieval_health, spread_health
 from omnifm.federated.messages import FitIns, FitRes
@@ -40,7 +41,7 @@ class Server:
         self.seed = seed
         self.prototypes_per_client = prototypes_per_client
         self.personal_keys = strategy.personal_keys(model)
-        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        state = cpu_copy(model.state_dict())
         self.initial_personal = {k: state[k] for k in self.personal_keys}
         self.shared = {k: v for k, v in state.items() if k not in self.personal_keys}
         self.health: dict[str, float] = {}  # bank health after the latest aggregation

@@ -299,97 +299,116 @@ def _zeros_of_shared(strategy: Strategy, model: OmniFMTask) -> dict[str, Tensor]
     }
 
 
-class SCAFFOLD(Strategy):
+class _ServerTensors(Strategy):
+    """A strategy whose server keeps one tensor per shared trainable parameter (SCAFFOLD's
+    ``c``, FedDyn's ``h``), zero at first and saved in every checkpoint under ``key``;
+    ``update`` turns the round's aggregate into the new shared state and moves them."""
+
+    key: str
+
+    def __init__(self) -> None:
+        self._server: dict[str, Tensor] = {}
+        self._num_clients = 1
+
+    def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
+        self._num_clients = num_clients
+        self._server = _zeros_of_shared(self, model)
+
+    def aggregate(
+        self,
+        states: list[dict[str, Tensor]],
+        num_examples: list[int],
+        current: dict[str, Tensor],
+        aggregator: Aggregator | None = None,
+        uploads: Sequence[Mapping[str, Tensor]] = (),
+    ) -> dict[str, Tensor]:
+        averaged = super().aggregate(states, num_examples, current, aggregator)
+        return self.update(averaged, states, current, uploads)
+
+    def update(
+        self,
+        averaged: dict[str, Tensor],
+        states: list[dict[str, Tensor]],
+        current: dict[str, Tensor],
+        uploads: Sequence[Mapping[str, Tensor]],
+    ) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {self.key: dict(self._server)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.key in state:
+            self._server = dict(state[self.key])
+
+
+class SCAFFOLD(_ServerTensors):
     """Karimireddy et al. 2020: stochastic controlled averaging. Clients correct every step's
     gradient by ``c - c_i`` (server and client control variates) and update ``c_i`` by option
     II; the server averages the weights (global step size ``server_lr``: 1.0 is the mean) and
     moves ``c`` by ``|S| / N`` times the mean of the clients' variate changes. ``c_i`` stays on
     its client; ``c`` is in every checkpoint."""
 
+    key = "c"
+
     def __init__(self, server_lr: float = 1.0) -> None:
+        super().__init__()
         if server_lr <= 0:
             raise ValueError(f"SCAFFOLD server_lr must be > 0, got {server_lr}")
         self.server_lr = server_lr
-        self._c: dict[str, Tensor] = {}
-        self._num_clients = 1
-
-    def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
-        self._num_clients = num_clients
-        self._c = _zeros_of_shared(self, model)
 
     def broadcast(self) -> dict[str, Tensor]:
-        return self._c
+        return self._server
 
     def client_callbacks(self, local: LocalRound) -> list[Callback]:
         return [ControlVariates(local)]
 
-    def aggregate(
+    def update(
         self,
+        averaged: dict[str, Tensor],
         states: list[dict[str, Tensor]],
-        num_examples: list[int],
         current: dict[str, Tensor],
-        aggregator: Aggregator | None = None,
-        uploads: Sequence[Mapping[str, Tensor]] = (),
+        uploads: Sequence[Mapping[str, Tensor]],
     ) -> dict[str, Tensor]:
-        new = super().aggregate(states, num_examples, current, aggregator)
+        c = self._server
         if self.server_lr != 1.0:
-            for k in self._c:
-                new[k] = current[k] + self.server_lr * (new[k] - current[k])
+            for k in c:
+                averaged[k] = current[k] + self.server_lr * (averaged[k] - current[k])
         sent = [u for u in uploads if u]  # a client without steps sends no change
         if sent:
             share = len(sent) / self._num_clients
-            for k in self._c:
-                self._c[k] = self._c[k] + share * torch.stack([u[k] for u in sent]).mean(0)
-        return new
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"c": dict(self._c)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "c" in state:
-            self._c = dict(state["c"])
+            for k in c:
+                c[k] = c[k] + share * torch.stack([u[k] for u in sent]).mean(0)
+        return averaged
 
 
-class FedDyn(Strategy):
+class FedDyn(_ServerTensors):
     """Acar et al. 2021: federated learning with dynamic regularisation. Each client adds
     ``alpha / 2 ||theta - theta_server||^2 - <g_k, theta>`` to its loss and keeps its gradient
     state ``g_k``; the server keeps ``h`` and sends ``aggregate(theta_k) - h / alpha``
     (``alpha`` 0.01, within the paper's grid {0.1, 0.01, 0.001})."""
 
+    key = "h"
+
     def __init__(self, alpha: float = 0.01) -> None:
+        super().__init__()
         if alpha <= 0:
             raise ValueError(f"FedDyn alpha must be > 0, got {alpha}")
         self.alpha = alpha
-        self._h: dict[str, Tensor] = {}
-        self._num_clients = 1
-
-    def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
-        self._num_clients = num_clients
-        self._h = _zeros_of_shared(self, model)
 
     def client_callbacks(self, local: LocalRound) -> list[Callback]:
         return [DynamicRegularizer(self.alpha, local, _trainable_shared(local))]
 
-    def aggregate(
+    def update(
         self,
+        averaged: dict[str, Tensor],
         states: list[dict[str, Tensor]],
-        num_examples: list[int],
         current: dict[str, Tensor],
-        aggregator: Aggregator | None = None,
-        uploads: Sequence[Mapping[str, Tensor]] = (),
+        uploads: Sequence[Mapping[str, Tensor]],
     ) -> dict[str, Tensor]:
-        new = super().aggregate(states, num_examples, current, aggregator)
-        self._h = feddyn_server_update(self._h, current, states, self.alpha, self._num_clients)
-        for k, h in self._h.items():
-            new[k] = new[k] - h / self.alpha
-        return new
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"h": dict(self._h)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "h" in state:
-            self._h = dict(state["h"])
+        h = feddyn_server_update(self._server, current, states, self.alpha, self._num_clients)
+        self._server = h
+        return {**averaged, **{k: averaged[k] - v / self.alpha for k, v in h.items()}}
 
 
 def _trainable_shared(local: LocalRound) -> set[str]:
