@@ -152,18 +152,26 @@ def test_server_optimizers_match_flower_over_three_rounds(name: str) -> None:
     assert ours.state_dict()["rounds"] == 3
 
 
+def first_round(ours: Strategy, theirs: fl.Strategy) -> tuple[State, State, State]:
+    """Both strategies' first round (Flower's numbering) from one start: (start, ours, Flower's)."""
+    model = _Model()
+    ours.bind(model)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    (states,) = client_states(start, rounds=1)
+    return (
+        start,
+        ours.aggregate(states, NUM_EXAMPLES, start),
+        flower_round(theirs, 1, start, states),
+    )
+
+
 def test_fedadam_bias_correction_is_one_step_ahead_in_flower() -> None:
     # Prepare: Flower's own round numbering (server_round = 1 for the first round)
     b1, b2 = 0.9, 0.99
     ours = FedAdam(eta=0.1, beta_1=b1, beta_2=b2, tau=1e-3)
     theirs = fl.FedAdam(eta=0.1, beta_1=b1, beta_2=b2, tau=1e-3)
-    model = _Model()
-    ours.bind(model)
-    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    (states,) = client_states(start, rounds=1)
     # Execute
-    mine = ours.aggregate(states, NUM_EXAMPLES, start)
-    flower = flower_round(theirs, 1, start, states)
+    start, mine, flower = first_round(ours, theirs)
     # Assert: same direction and moments, rates of t = 1 (ours) and t = 2 (Flower)
 
     def rate(t: int) -> float:
@@ -176,12 +184,7 @@ def test_fedadam_bias_correction_is_one_step_ahead_in_flower() -> None:
 
 def test_fedavgm_without_momentum_at_lr_one_is_the_weighted_mean_in_both() -> None:
     ours, theirs = FedAvgM(lr=1.0, momentum=0.0), fl.FedAvgM()  # Flower's defaults
-    model = _Model()
-    ours.bind(model)
-    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    (states,) = client_states(start, rounds=1)
-    mine = ours.aggregate(states, NUM_EXAMPLES, start)
-    flower = flower_round(theirs, 1, start, states)
+    start, mine, flower = first_round(ours, theirs)
     for key in start:
         torch.testing.assert_close(mine[key], flower[key])
 
