@@ -297,8 +297,29 @@ def test_gpfl_refuses_a_task_without_classes() -> None:
         GPFL().personal_keys(SegmentationTask(num_classes=2, backbone="test_resnet", stack=None))
 
 
-def test_scaffold_divides_by_the_effective_rate_of_momentum_sgd() -> None:
-    from omnifm.federated.callbacks import effective_lr
+def test_scaffold_client_takes_the_papers_corrected_steps_under_plain_sgd() -> None:
+    # Prepare: one client of a quadratic, c = (1, -2), c_i = (0.5, 0.5), 7 plain SGD steps
+    from omnifm.federated.callbacks import ControlVariates
 
-    assert effective_lr({"lr": 0.05, "momentum": 0.9}) == pytest.approx(0.5)
-    assert effective_lr({"lr": 1e-3, "betas": (0.9, 0.999)}) == 1e-3  # Adam: the rate as is
+    a, b = torch.diag(torch.tensor([3.0, 0.3])), torch.tensor([3.0, -1.0])
+    model = Quadratic(lr=0.1)
+    shared = {k: v.clone() for k, v in model.state_dict().items()}
+    server, own = {"w": torch.tensor([1.0, -2.0])}, {"w": torch.tensor([0.5, 0.5])}
+    local = LocalRound(model, shared, server, dict(own))  # type: ignore[arg-type]
+    data = DataLoader(TensorDataset(a[None].repeat(7, 1, 1), b[None].repeat(7, 1)))
+    trainer = Trainer(
+        max_steps=7, callbacks=[ControlVariates(local)], logger=False, accelerator="cpu",
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    # Execute
+    trainer.fit(model, data)
+    # Assert: y -= lr (g + c - c_i) each step, and option II's c_i+ is the mean raw gradient
+    w, gradients = torch.zeros(2), []
+    for _ in range(7):
+        gradients.append(a.T @ (a @ w - b))
+        w = w - 0.1 * (gradients[-1] + server["w"] - own["w"])
+    torch.testing.assert_close(model.w.detach(), w)
+    torch.testing.assert_close(local.state["w"], torch.stack(gradients).mean(0))
+    option_two = control_variate_update(own, server, shared, {"w": w}, steps=7, lr=0.1)
+    torch.testing.assert_close(local.state["w"], option_two["w"])
+    torch.testing.assert_close(local.upload["w"], local.state["w"] - own["w"])
