@@ -52,6 +52,29 @@ def test_two_round_medmnist_run_through_the_cli(medmnist_dir: Path, tmp_path: Pa
     assert test.results[-1]["test/acc"] == pytest.approx(rows[-1]["test/acc"])
 
 
+def test_3d_classification_of_real_volumes_through_the_cli(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    if not (shared_data / "medmnist3d" / "adrenalmnist3d.npz").is_file():
+        pytest.skip("../shared/data/medmnist3d/adrenalmnist3d.npz not found")
+    cli = OmniFMCLI(
+        [
+            "fit",
+            "--config",
+            str(REPO / "recipes" / "classification_3d.yaml"),
+            "--model.init_args.width=0.125",
+            "--trainer.max_steps=2",
+            "--trainer.accelerator=cpu",
+            "--federation.rounds=1",
+            f"--federation.output={tmp_path}",
+        ]
+    )
+    rows = cli.results
+    assert [r["client"] for r in rows] == [f"adrenalmnist3d-{i}" for i in range(3)] + ["mean"]
+    assert all(0.0 <= r["test/acc"] <= 1.0 for r in rows) and rows[0]["modality"] == "ct"
+    assert cli.model.encoder.backbone[0].weight.ndim == 5  # a 3D convolution
+
+
 def test_quickstart_recipe_parses_and_prints_config() -> None:
     out = subprocess.run(
         [

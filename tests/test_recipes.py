@@ -30,6 +30,7 @@ PHANTOM = {"num_train": 8, "num_val": 4, "num_test": 4}
 SMALL: dict[str, dict[str, Any]] = {
     # timm's smallest ResNet instead of ResNet-18; one text layer instead of two
     "ClassificationTask": {"backbone": "test_resnet"},
+    "ClassificationTask3D": {"width": 0.125},  # MONAI's 3D ResNet-10 at 1/8 of its width
     "VQATask": {"backbone": "test_resnet", "text_layers": 1},
     # three U-Net levels (32x32 -> 8x8; fusion 48x48 -> 12x12), one 8-feature SR block
     "SegmentationTask": {"features": [4, 8, 16]},
@@ -92,7 +93,8 @@ def tiny_data(recipe: Path, data: str | dict[str, Any], root: Path) -> dict[str,
 
 def model_overrides(model: dict[str, Any]) -> list[str]:
     args = model.get("init_args", {})
-    small = {**TINY_TASK, **SMALL.get(short(model["class_path"]), {})}
+    kind = short(model["class_path"]) + ("3D" if args.get("spatial_dims") == 3 else "")
+    small = {**TINY_TASK, **SMALL.get(kind, {})}
     if isinstance(args.get("stack"), dict):
         small.update({f"stack.init_args.{k}": v for k, v in TINY_STACK.items()})
     return [

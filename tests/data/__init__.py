@@ -13,6 +13,7 @@ from pathlib import Path
 from .breakhis import data as breakhis
 from .fusion import data as fusion
 from .medmnist import data as medmnist
+from .medmnist3d import data as medmnist3d
 from .polyp import data as polyp
 from .vqa_rad import data as vqa_rad
 
@@ -20,6 +21,7 @@ GENERATORS: dict[str, Callable[[Path], Path]] = {
     "breakhis": breakhis.generate,
     "fusion": fusion.generate,
     "medmnist": medmnist.generate,
+    "medmnist3d": medmnist3d.generate,
     "polyp": polyp.generate,
     "vqa_rad": vqa_rad.generate,
 }

@@ -52,6 +52,24 @@ def test_real_files_load_with_counts_channels_and_labels(flag: str, medmnist_dir
     assert labels.shape == (counts[2],) and set(np.unique(labels)) == set(range(classes))
 
 
+@pytest.mark.parametrize("size", [28, 64])
+def test_real_3d_files_give_single_channel_volumes(size: int, shared_data: Path) -> None:
+    folder = shared_data / "medmnist3d"
+    name = "adrenalmnist3d.npz" if size == 28 else f"adrenalmnist3d_{size}.npz"
+    if not (folder / name).is_file():
+        pytest.skip(f"../shared/data/medmnist3d/{name} not found")
+    data = MedMNISTDataModule("adrenalmnist3d", root=str(folder), size=size, batch_size=4)
+
+    sizes = tuple(len(data.dataset(split)) for split in ("train", "val", "test"))
+    batch = next(iter(data.val_dataloader()))
+
+    assert sizes == (1188, 98, 298)
+    assert (data.spatial_dims, data.in_channels, data.task_type) == (3, 1, "binary")
+    assert data.modality == "ct"
+    assert batch["image"].shape == (4, 1, size, size, size) and batch["image"].max() <= 1.0
+    assert set(np.unique(data.labels("test"))) == {0, 1}
+
+
 def test_missing_file_names_the_path_and_the_fix(tmp_path: Path) -> None:
     data = MedMNISTDataModule("breastmnist", root=str(tmp_path), size=64)
 
@@ -102,8 +120,9 @@ def test_relative_root_resolves_against_a_parent(tmp_path: Path) -> None:
     ("kwargs", "message"),
     [
         ({"flag": "mnist"}, "unknown MedMNIST flag 'mnist'; use one of .*'breastmnist'"),
-        ({"flag": "organmnist3d"}, "unknown MedMNIST flag 'organmnist3d'"),
+        ({"flag": "organmnist3dd"}, "unknown MedMNIST flag 'organmnist3dd'.*'adrenalmnist3d'"),
         ({"flag": "breastmnist", "size": 32}, "size 32 is not available"),
+        ({"flag": "adrenalmnist3d", "size": 128}, "size 128 is not available .* 64"),
     ],
 )
 def test_bad_settings_raise_clear_errors(kwargs: dict, message: str) -> None:

@@ -84,3 +84,28 @@ def test_recalibration_reads_at_most_recalibrate_batches_of_the_training_data() 
     assert seen == {2: 2, None: 5}
     with pytest.raises(ValueError, match="recalibrate_batches"):
         ClassificationTask(3, 1, backbone="test_resnet", recalibrate_batches=0)
+
+
+def test_volumes_are_classified_with_a_3d_encoder_and_stack() -> None:
+    # Prepare: a thin MONAI ResNet-10 and a stack reading the 3D spectrum
+    from functools import partial
+
+    from omnifm.blocks import OmniFMStack
+
+    stack = partial(OmniFMStack, spectral_dim=8, low_pass_size=4, spatial_dims=3, num_layers=1)
+    model = ClassificationTask(
+        2, 1, "binary", backbone="resnet10", spatial_dims=3, width=0.125, embed_dim=16, stack=stack
+    )
+    volumes = {"image": torch.rand(2, 1, 28, 28, 28), "label": torch.tensor([0, 1])}
+    # Execute
+    preds, _ = model(volumes)
+    model.task_loss(preds, volumes).backward()
+    # Assert: logits, one spectral token per volume, gradients into the 3D encoder
+    assert preds.shape == (2, 2) and model.spectral_tokens(volumes).shape == (2, 8)
+    assert model.encoder.backbone[0].weight.grad is not None
+    with pytest.raises(ValueError, match=r"classifies volumes .* shape \(2, 1, 8, 8\)"):
+        model({"image": torch.rand(2, 1, 8, 8), "label": torch.tensor([0, 1])})
+    with pytest.raises(ValueError, match=r"stack's spatial_dims \(2\) must equal the task's \(3\)"):
+        ClassificationTask(2, 1, "binary", backbone="resnet10", spatial_dims=3, stack=OmniFMStack)
+    with pytest.raises(ValueError, match="unknown 3D backbone 'test_resnet'"):
+        ClassificationTask(2, 1, "binary", backbone="test_resnet", spatial_dims=3, stack=None)

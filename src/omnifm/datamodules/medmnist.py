@@ -1,4 +1,4 @@
-"""MedMNIST v2 (2D) files as one image source (``omnifm.datasets.medmnist`` reads them)."""
+"""MedMNIST v2 files, 2D or 3D, as one image source (``omnifm.datasets.medmnist`` reads them)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from omnifm.datasets.array import ArrayDataset, reduce_labels
 from omnifm.datasets.base import Split
 from omnifm.datasets.medmnist import (
     MEDMNIST_2D_FLAGS,
+    MEDMNIST_3D_FLAGS,
+    MEDMNIST_3D_SIZES,
     MEDMNIST_MODALITIES,
     MEDMNIST_SIZES,
     MEDMNIST_TASK_TYPES,
@@ -24,7 +26,10 @@ __all__ = ["MedMNISTDataModule"]
 
 
 class MedMNISTDataModule(SourceDataModule):
-    """One MedMNIST v2 2D dataset (e.g. breastmnist) read from `{root}/{flag}[_{size}].npz`.
+    """One MedMNIST v2 dataset read from `{root}/{flag}[_{size}].npz`: a 2D one (e.g.
+    breastmnist; sizes 28, 64, 128, 224) or a 3D one (every `*mnist3d` flag, e.g.
+    adrenalmnist3d; sizes 28 and 64), whose items are `(1, D, H, W)` volumes
+    (`spatial_dims` 3).
 
     download: let medmnist fetch a missing file into `root` (only in `prepare_data`/first use).
     modality: the modality tag; default from the flag (e.g. breastmnist -> "ultrasound").
@@ -41,12 +46,15 @@ class MedMNISTDataModule(SourceDataModule):
         modality: str | None = None,
     ) -> None:
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers)
-        if flag not in MEDMNIST_2D_FLAGS:
+        flags = (*MEDMNIST_2D_FLAGS, *MEDMNIST_3D_FLAGS)
+        if flag not in flags:
+            raise ValueError(f"unknown MedMNIST flag {flag!r}; use one of {list(flags)}")
+        self.spatial_dims = 3 if flag in MEDMNIST_3D_FLAGS else 2
+        sizes = MEDMNIST_3D_SIZES if self.spatial_dims == 3 else MEDMNIST_SIZES
+        if size not in sizes:
             raise ValueError(
-                f"unknown MedMNIST flag {flag!r}; use one of {list(MEDMNIST_2D_FLAGS)}"
+                f"MedMNIST size {size} is not available for {flag!r}; use one of {sizes}"
             )
-        if size not in MEDMNIST_SIZES:
-            raise ValueError(f"MedMNIST size {size} is not available; use one of {MEDMNIST_SIZES}")
         self.flag = flag
         self.size = size
         self.download = download

@@ -1,5 +1,5 @@
-"""MedMNIST v2 (2D) files: their names, flags, modalities and task types, and the reader of one
-split as an ``ArrayDataset``."""
+"""MedMNIST v2 files (2D images and 3D volumes): their names, flags, modalities and task types,
+and the reader of one split as an ``ArrayDataset``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from omnifm.datasets.base import Split, TaskType
 
 __all__ = [
     "MEDMNIST_2D_FLAGS",
+    "MEDMNIST_3D_FLAGS",
+    "MEDMNIST_3D_SIZES",
     "MEDMNIST_MODALITIES",
     "MEDMNIST_SIZES",
     "MEDMNIST_TASK_TYPES",
@@ -20,7 +22,9 @@ __all__ = [
 ]
 
 MEDMNIST_SIZES = (28, 64, 128, 224)
+MEDMNIST_3D_SIZES = (28, 64)
 MEDMNIST_2D_FLAGS = tuple(flag for flag in medmnist.INFO if not flag.endswith("3d"))
+MEDMNIST_3D_FLAGS = tuple(flag for flag in medmnist.INFO if flag.endswith("3d"))
 MEDMNIST_MODALITIES: dict[str, str] = {
     "breastmnist": "ultrasound",
     "retinamnist": "fundus",
@@ -34,6 +38,12 @@ MEDMNIST_MODALITIES: dict[str, str] = {
     "organcmnist": "ct",
     "organsmnist": "ct",
     "tissuemnist": "microscopy",
+    "organmnist3d": "ct",
+    "nodulemnist3d": "ct",
+    "adrenalmnist3d": "ct",  # shape masks segmented from CT
+    "fracturemnist3d": "ct",
+    "vesselmnist3d": "mra",  # shape masks of intracranial vessels from MRA
+    "synapsemnist3d": "electron-microscopy",
 }
 MEDMNIST_TASK_TYPES: dict[str, TaskType] = {
     "multi-class": "multi-class",
@@ -78,4 +88,6 @@ def read_medmnist(
             f"cannot read MedMNIST file {path!r} ({type(err).__name__}: {err}); it is "
             f"damaged or incomplete: {fix}"
         ) from err
-    return ArrayDataset(data.imgs, data.labels, MEDMNIST_TASK_TYPES[info["task"]])
+    task_type = MEDMNIST_TASK_TYPES[info["task"]]
+    dims = 3 if flag in MEDMNIST_3D_FLAGS else 2
+    return ArrayDataset(data.imgs, data.labels, task_type, spatial_dims=dims)

@@ -3,6 +3,7 @@
 from omnifm.encoders.text import TextTokenEncoder, build_wordpiece_tokenizer
 from omnifm.encoders.timm_encoder import TimmTokenEncoder
 from omnifm.encoders.unet import TimmFeatureEncoder, UNetDecoder, UNetEncoder
+from omnifm.encoders.volume import VolumeTokenEncoder
 
 __all__ = [
     "TextTokenEncoder",
@@ -10,5 +11,6 @@ __all__ = [
     "TimmTokenEncoder",
     "UNetDecoder",
     "UNetEncoder",
+    "VolumeTokenEncoder",
     "build_wordpiece_tokenizer",
 ]

@@ -126,6 +126,15 @@ class OmniFMTask(LightningModule):
         self.recalibrate_batches = recalibrate_batches
         self.set_metrics(MetricCollection({}))  # a task adds its own with set_metrics
 
+    def check_spatial_dims(self, spatial_dims: int) -> None:
+        """One clear error when the stack's spectral tokenizer reads images of other dims."""
+        tokenizer = self.stack.tokenizer if self.stack is not None else None
+        if tokenizer is not None and tokenizer.spatial_dims != spatial_dims:
+            raise ValueError(
+                f"the stack's spatial_dims ({tokenizer.spatial_dims}) must equal the task's "
+                f"({spatial_dims}); set stack.init_args.spatial_dims"
+            )
+
     # hooks --------------------------------------------------------------------------------
     def encode(self, batch: Batch) -> Tensor | Encoded:
         return self.encoder(batch["image"])

@@ -1,4 +1,5 @@
-"""Image classification (multi-class, binary, multi-label) on any timm backbone."""
+"""Image classification (multi-class, binary, multi-label) on any timm backbone, and volume
+classification on MONAI's 3D ResNets."""
 
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
-from omnifm.encoders import TimmTokenEncoder
+from omnifm.encoders import TimmTokenEncoder, VolumeTokenEncoder
 from omnifm.tasks.base import Batch, OmniFMTask
 
 __all__ = ["ClassificationTask"]
 
 
 class ClassificationTask(OmniFMTask):
-    """Classify images; the OmniFM stack's suffix token feeds a linear head.
+    """Classify images (or volumes); the OmniFM stack's suffix token feeds a linear head.
 
     Binary tasks use two logits and cross-entropy, as MedMNIST's reference training does;
     multi-label tasks use one logit per label and binary cross-entropy. Metrics: accuracy
@@ -33,9 +34,14 @@ class ClassificationTask(OmniFMTask):
         num_classes: classes (labels, for multi-label); linked from the data in the CLI.
         in_channels: image channels; linked from the data in the CLI.
         task_type: ``multi-class``, ``binary`` or ``multi-label``; linked from the data.
-        backbone: timm model name.
-        pretrained: timm pretrained weights (needs network or a filled cache).
-        weights: local backbone weights file (see ``TimmTokenEncoder``).
+        backbone: timm model name; for volumes one of MONAI's 3D ResNets (``resnet10`` to
+            ``resnet101``, ``VolumeTokenEncoder``).
+        pretrained: timm pretrained weights, or MONAI's MedicalNet weights for volumes (needs
+            network or a filled cache).
+        weights: local backbone weights file (see ``TimmTokenEncoder``, ``VolumeTokenEncoder``).
+        spatial_dims: 2 for images ``(B, C, H, W)``, 3 for volumes ``(B, C, D, H, W)`` (the
+            stack's ``spatial_dims`` must match; linked from the data in the CLI).
+        width: volumes only: the 3D ResNet's channels times this (MONAI's ``widen_factor``).
         **kwargs: ``OmniFMTask``'s arguments (``embed_dim``, ``stack``, ``spalign_weight``,
             ``optimizer``, ``recalibrate_bn``); the CLI lists them with this class.
     """
@@ -50,13 +56,25 @@ class ClassificationTask(OmniFMTask):
         backbone: str = "resnet18",
         pretrained: bool = False,
         weights: str | None = None,
+        spatial_dims: Literal[2, 3] = 2,
+        width: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if task_type == "binary" and num_classes != 2:
             raise ValueError(f"task_type 'binary' needs num_classes=2, got {num_classes}")
+        self.check_spatial_dims(spatial_dims)
         self.task_type = task_type
-        self.encoder = TimmTokenEncoder(backbone, in_channels, self.embed_dim, pretrained, weights)
+        self.spatial_dims = spatial_dims
+        self.encoder: nn.Module
+        if spatial_dims == 3:
+            self.encoder = VolumeTokenEncoder(
+                backbone, in_channels, self.embed_dim, width, pretrained, weights
+            )
+        else:
+            self.encoder = TimmTokenEncoder(
+                backbone, in_channels, self.embed_dim, pretrained, weights
+            )
         self.head = nn.Linear(self.embed_dim, num_classes)
         if task_type == "multi-label":
             metrics = {
@@ -71,6 +89,17 @@ class ClassificationTask(OmniFMTask):
                 "auroc": MulticlassAUROC(num_classes),
             }
         self.set_metrics(MetricCollection(metrics))
+
+    def encode(self, batch: Batch) -> Tensor:
+        image = batch["image"]
+        if image.ndim != self.spatial_dims + 2:
+            kind = "volumes (B, C, D, H, W)" if self.spatial_dims == 3 else "images (B, C, H, W)"
+            raise ValueError(
+                f"the model classifies {kind} (spatial_dims {self.spatial_dims}) but got a batch "
+                f"of shape {tuple(image.shape)}: set model.init_args.spatial_dims and the "
+                "stack's spatial_dims to the data's"
+            )
+        return self.encoder(image)
 
     def task_loss(self, preds: Tensor, batch: Batch) -> Tensor:
         if self.task_type == "multi-label":

@@ -74,12 +74,7 @@ class SegmentationTask(OmniFMTask):
             raise ValueError(
                 f"num_classes counts the background too and must be >= 2, got {num_classes}"
             )
-        tokenizer = self.stack.tokenizer if self.stack is not None else None
-        if tokenizer is not None and tokenizer.spatial_dims != spatial_dims:
-            raise ValueError(
-                f"the stack's spatial_dims ({tokenizer.spatial_dims}) must equal the task's "
-                f"({spatial_dims}); set stack.init_args.spatial_dims"
-            )
+        self.check_spatial_dims(spatial_dims)
         self.num_classes = num_classes
         self.spatial_dims = spatial_dims
         if backbone is None:
