@@ -69,6 +69,15 @@ def harvard_fusion_dir(shared_data: Path) -> Path:
 
 
 @pytest.fixture
+def brats_dir(shared_data: Path) -> Path:
+    """The six BRATS 2013 subjects of the shared data; skip when absent."""
+    folder = shared_data / "brats2013"
+    if len(list(folder.glob("brats_2013_pat000*_1/OTMultiClass.nii.gz"))) < 6:
+        pytest.skip(f"../shared/data/brats2013 not found: need six subject folders in {folder}")
+    return folder
+
+
+@pytest.fixture
 def polyp_dir(shared_data: Path) -> Path:
     """Kvasir-SEG and CVC-ClinicDB of the shared data; skip when absent."""
     folder = shared_data / "polyp"

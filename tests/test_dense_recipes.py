@@ -57,6 +57,28 @@ def test_two_round_polyp_segmentation_run(polyp_dir: Path, tmp_path: Path) -> No
     assert "test/dice" in (run / "results.csv").read_text()
 
 
+def test_3d_glioma_segmentation_of_two_mri_sequences(brats_dir: Path, tmp_path: Path) -> None:
+    data = small_data(
+        "datamodules/brats_flair_t1c.yaml", brats_dir.parent, tmp_path, size=[32, 32, 24]
+    )
+    cli = OmniFMCLI(
+        [
+            "fit",
+            "--config",
+            str(REPO / "recipes" / "segmentation_3d.yaml"),
+            f"--data={data}",
+            "--model.init_args.features=[4, 8, 16]",
+            *TINY,
+            "--federation.rounds=1",
+            f"--federation.output={tmp_path}",
+        ]
+    )
+    rows = cli.results
+    assert [r["client"] for r in rows] == ["flair-hospital", "t1c-hospital", "mean"]
+    assert [r["modality"] for r in rows[:-1]] == ["mri-flair", "mri-t1c"]
+    assert all(0 <= r[f"test/dice_{k}"] <= 1 for r in rows for k in ("wt", "tc", "et"))
+
+
 def test_two_round_breakhis_super_resolution_run(breakhis_dir: Path, tmp_path: Path) -> None:
     data = small_data(
         "datamodules/breakhis.yaml",

@@ -38,6 +38,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "SuperResolutionTask": {"features": 8, "num_blocks": 1},
     # small images: 32x32 (fusion 48: its VIF metric needs at least 41), 32x32 HR patches
     "SegmentationFolderDataModule": {"size": 32},
+    "SubjectFolderDataModule": {"size": [16, 16, 16]},
     "VQARADDataModule": {"size": 32},
     "FusionPairsDataModule": {"size": 48},
     "SuperResolutionDataModule": {

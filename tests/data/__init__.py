@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from .brats2013 import data as brats2013
 from .breakhis import data as breakhis
 from .fusion import data as fusion
 from .medmnist import data as medmnist
@@ -18,6 +19,7 @@ from .polyp import data as polyp
 from .vqa_rad import data as vqa_rad
 
 GENERATORS: dict[str, Callable[[Path], Path]] = {
+    "brats2013": brats2013.generate,
     "breakhis": breakhis.generate,
     "fusion": fusion.generate,
     "medmnist": medmnist.generate,

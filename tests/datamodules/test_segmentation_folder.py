@@ -189,3 +189,29 @@ def test_a_missing_or_empty_folder_is_named(tmp_path: Path, missing: str) -> Non
         (tmp_path / "images").mkdir()
     with pytest.raises((FileNotFoundError, ValueError), match=r"image folder .*images"):
         source(tmp_path).dataset("train")
+
+
+def test_subject_folders_pair_each_subjects_sequence_with_its_labels(
+    fake_shared_data: Path, tmp_path: Path
+) -> None:
+    from omnifm.datamodules import SubjectFolderDataModule
+
+    root = fake_shared_data / "brats2013"  # tests/data/brats2013: six fake subjects
+    subjects = [f"brats_2013_pat000{n}_1" for n in (1, 2, 3)]
+    data = SubjectFolderDataModule(
+        str(root), "T1c_subtrMeanDivStd.nii.gz", subjects=subjects, size=[8, 8, 8],
+        val_fraction=0.34, test_fraction=0.34, batch_size=1,
+    )  # fmt: skip
+
+    splits = {split: data.pairs(split) for split in ("train", "val", "test")}
+    item = data.dataset("val")[0]
+
+    assert sorted(p[0].parent.name for pairs in splits.values() for p in pairs) == subjects
+    assert all(p[0].name.startswith("T1c") and p[1].name == "OTMultiClass.nii.gz"
+               for pairs in splits.values() for p in pairs)  # fmt: skip
+    assert item["image"].shape == (1, 8, 8, 8) and int(item["mask"].max()) <= 4
+    assert (data.spatial_dims, data.num_classes, data.in_channels) == (3, 5, 1)
+    with pytest.raises(FileNotFoundError, match="subject 'nobody'.*not found; check `subjects`"):
+        SubjectFolderDataModule(str(root), subjects=["nobody"]).pairs("train")
+    with pytest.raises(FileNotFoundError, match="subject folder root .* not found"):
+        SubjectFolderDataModule(str(tmp_path / "none")).pairs("train")

@@ -85,6 +85,28 @@ def test_binary_scores_match_hand_computed_dice_and_iou() -> None:
     assert scores["test/iou"] == pytest.approx(2 / 6)
 
 
+def test_region_dice_scores_a_union_of_classes_per_image() -> None:
+    # Prepare: BraTS-like labels; image 0 has oedema (2) and enhancing tumour (4), image 1 none
+    model = tiny(
+        spatial_dims=3, num_classes=5, stack=False, regions={"wt": [1, 2, 3, 4], "et": [4]}
+    )
+    mask = torch.zeros(2, 4, 4, 4, dtype=torch.long)
+    mask[0, :2, :2, :2] = 2
+    mask[0, 0, 0, 0] = 4
+    pred = mask.clone()
+    pred[0, 0, 0, 0] = 2  # enhancing tumour read as oedema: still whole tumour
+    logits = F.one_hot(pred, 5).permute(0, 4, 1, 2, 3).float()
+    # Execute
+    model.update_metrics(model.val_metrics, logits, {"image": None, "mask": mask})
+    scores = model.class_scores("val")
+    # Assert: the whole tumour is exact; the enhancing one missed in image 0 (Dice 0) and
+    # absent from target and prediction of image 1 (left out)
+    assert scores["val/dice_wt"] == pytest.approx(1.0)
+    assert scores["val/dice_et"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="region 'x' must list foreground classes in \\[1, 4\\]"):
+        tiny(spatial_dims=3, num_classes=5, stack=False, regions={"x": [0, 1]})
+
+
 def test_dice_ce_loss_is_lower_for_the_right_mask() -> None:
     model = tiny()
     b = batch((16, 16))

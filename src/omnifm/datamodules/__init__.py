@@ -19,6 +19,7 @@ from omnifm.datamodules.phantom_dense import (
 )
 from omnifm.datamodules.phantom_tasks import PhantomFusionDataModule, PhantomVQADataModule
 from omnifm.datamodules.segmentation import SegmentationFolderDataModule
+from omnifm.datamodules.subjects import SubjectFolderDataModule
 from omnifm.datamodules.super_resolution import SuperResolutionDataModule
 from omnifm.datamodules.vqa_rad import VQARADDataModule
 from omnifm.datasets import (
@@ -62,6 +63,7 @@ __all__ = [
     "PhantomVQADataModule",
     "SegmentationFolderDataModule",
     "SourceDataModule",
+    "SubjectFolderDataModule",
     "SuperResolutionDataModule",
     "TaskType",
     "UnknownClientError",

@@ -38,7 +38,9 @@ class SegmentationTask(OmniFMTask):
     ``dice`` and ``iou`` = the mean over foreground classes present (in target or prediction)
     of the per-image Dice / IoU, and ``dice_<k>`` / ``iou_<k>`` per class ``k`` (0 =
     background); a class absent from both target and prediction is left out, and a perfect
-    mask scores 1.
+    mask scores 1. With ``regions``, ``dice_<region>`` is the per-image Dice of a union of
+    classes, e.g. BraTS' whole tumour, tumour core and enhancing tumour; an image without the
+    region in target and prediction is left out of its mean.
 
     Args:
         num_classes: classes including background (2 for binary masks); linked from the data.
@@ -51,6 +53,8 @@ class SegmentationTask(OmniFMTask):
             ``1 / 2**(len(features) - 1)`` of the input size).
         norm: ``instance`` or ``batch`` normalisation in the MONAI encoder and the decoder.
         dropout: dropout in the convolution blocks.
+        regions: named unions of foreground classes to score as one, e.g. ``{wt: [1, 2, 3, 4],
+            tc: [1, 3, 4], et: [4]}`` for BraTS' labels.
         **kwargs: ``OmniFMTask``'s arguments (``embed_dim``, ``stack``, ``spalign_weight``,
             ``optimizer``, ``recalibrate_bn``).
     """
@@ -67,6 +71,7 @@ class SegmentationTask(OmniFMTask):
         features: Sequence[int] = (16, 32, 64, 128, 256),
         norm: Literal["instance", "batch"] = "instance",
         dropout: float = 0.0,
+        regions: dict[str, list[int]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -74,6 +79,13 @@ class SegmentationTask(OmniFMTask):
             raise ValueError(
                 f"num_classes counts the background too and must be >= 2, got {num_classes}"
             )
+        for name, classes in (regions or {}).items():
+            if not classes or not all(0 < k < num_classes for k in classes):
+                raise ValueError(
+                    f"region {name!r} must list foreground classes in [1, {num_classes - 1}], "
+                    f"got {classes}"
+                )
+        self.regions = {name: torch.tensor(classes) for name, classes in (regions or {}).items()}
         self.check_spatial_dims(spatial_dims)
         self.num_classes = num_classes
         self.spatial_dims = spatial_dims
@@ -96,6 +108,10 @@ class SegmentationTask(OmniFMTask):
             {
                 "dice": DiceScore(num_classes, average="none", input_format="index"),
                 "iou": MeanIoU(num_classes, per_class=True, input_format="index"),
+                **{
+                    f"dice_{name}": DiceScore(2, include_background=False, input_format="index")
+                    for name in self.regions
+                },
             },
             compute_groups=False,
         )
@@ -125,7 +141,13 @@ class SegmentationTask(OmniFMTask):
     def update_metrics(self, metrics: MetricCollection, preds: Tensor, batch: Batch) -> None:
         stage = metrics.prefix.rstrip("/")  # the base class hands over its stage's collection
         per_class = getattr(self, f"{stage}_class_metrics")
-        per_class.update(preds.argmax(dim=1), self._mask(batch, preds))
+        pred, mask = preds.argmax(dim=1), self._mask(batch, preds)
+        for name, metric in per_class.items(keep_base=True):
+            if name in ("dice", "iou"):
+                metric.update(pred, mask)
+            else:  # a region: the union of its classes against everything else
+                classes = self.regions[name.removeprefix("dice_")].to(mask.device)
+                metric.update(torch.isin(pred, classes).long(), torch.isin(mask, classes).long())
 
     def metric_modes(self) -> dict[str, Mode]:
         """The base class's, plus the per-class collection (``dice``, ``iou``; their
@@ -160,6 +182,10 @@ class SegmentationTask(OmniFMTask):
             return {}
         scores: dict[str, Tensor] = {}
         for name, values in collection.compute().items():
+            if name.removeprefix("dice_") in self.regions:
+                if torch.isfinite(values):  # NaN: the region was in no image
+                    scores[f"{stage}/{name}"] = values
+                continue
             # absent classes come back as NaN (Dice) or -1 (IoU): leave them out
             present = torch.isfinite(values) & (values >= 0)
             fg = values[1:][present[1:]]
