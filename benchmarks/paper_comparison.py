@@ -110,6 +110,15 @@ SUITES: dict[str, Suite] = {
     "segmentation": Suite(
         "recipes/segmentation.yaml", ("test/dice", "test/iou"), "val/dice", DENSE
     ),
+    "classification_3d": Suite(
+        "recipes/classification_3d.yaml", ("test/acc", "test/auroc"), "val/auroc", DENSE
+    ),
+    "segmentation_3d": Suite(
+        "recipes/segmentation_3d.yaml",
+        ("test/dice_wt", "test/dice_tc", "test/dice_et"),
+        "val/dice",
+        DENSE,
+    ),
     "vqa": Suite(
         "recipes/vqa.yaml", ("test/acc", "test/acc_closed", "test/acc_open"), "val/acc", DENSE
     ),
