@@ -3,6 +3,8 @@ import io
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from omnifm.bank import BankSnapshot, SpectralBank
 
@@ -140,3 +142,32 @@ def test_a_refresh_keeps_the_clients_hit_counts() -> None:
     bank.update("a", "ct", torch.tensor([[1.0, 0.1, 0.0, 0.0], [0.1, 1.0, 0.0, 0.0]]), round=1)
     assert sorted(bank.hits.tolist()) == [0, 1, 1, 3]
     assert bank.hits[bank.entries_of(client="a")].tolist() == [3, 1]
+
+
+def test_a_rare_modality_survives_pruning_among_200_clients_and_is_retrieved() -> None:
+    # Prepare: 198 clients of three common modalities and 2 PET clients, 8 prototypes each
+    # around their modality's centre; the recipes' bank (capacity 512, min_share 0.1)
+    gen = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(4, 32, generator=gen), dim=-1)
+    modalities = ["ct", "mri", "x-ray"] * 66 + ["pet"] * 2
+    clients = [f"site-{i}" for i in range(200)]
+
+    def tokens(i: int, n: int = 8) -> Tensor:
+        code = ["ct", "mri", "x-ray", "pet"].index(modalities[i])
+        return centres[code] + 0.1 * torch.randn(n, 32, generator=gen)
+
+    bank = SpectralBank(32, capacity=512, min_share=0.1)
+    # Execute: a warm-up upload by everyone, then 30 rounds of 20 sampled clients that each
+    # retrieve (hits) and upload fresh prototypes, as the server does
+    for i, name in enumerate(clients):
+        bank.update(name, modalities[i], tokens(i), round=0)
+    for round_ in range(1, 31):
+        for i in torch.randperm(200, generator=gen)[:20].tolist():
+            bank.record_hits(bank.snapshot().retrieve(tokens(i, 32), k=8)[1])
+            bank.update(clients[i], modalities[i], tokens(i), round=round_)
+    # Assert: the bank is full, all 16 PET prototypes survived, and a PET site retrieves them
+    assert len(bank) == 512
+    assert int(bank.entries_of(modality="pet").sum()) == 16
+    _, ids = bank.retrieve(tokens(199, 4), k=8)
+    pet_ids = set(bank.ids[bank.entries_of(modality="pet")].tolist())
+    assert set(ids.flatten().tolist()) <= pet_ids
