@@ -40,7 +40,7 @@ class ClassificationTask(OmniFMTask):
             network or a filled cache).
         weights: local backbone weights file (see ``TimmTokenEncoder``, ``VolumeTokenEncoder``).
         spatial_dims: 2 for images ``(B, C, H, W)``, 3 for volumes ``(B, C, D, H, W)`` (the
-            stack's ``spatial_dims`` must match; linked from the data in the CLI).
+            stack's ``spatial_dims`` must match).
         width: volumes only: the 3D ResNet's channels times this (MONAI's ``widen_factor``).
         **kwargs: ``OmniFMTask``'s arguments (``embed_dim``, ``stack``, ``spalign_weight``,
             ``optimizer``, ``recalibrate_bn``); the CLI lists them with this class.

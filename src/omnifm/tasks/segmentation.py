@@ -80,6 +80,8 @@ class SegmentationTask(OmniFMTask):
                 f"num_classes counts the background too and must be >= 2, got {num_classes}"
             )
         for name, classes in (regions or {}).items():
+            if name.isdigit():  # dice_<k> is class k's
+                raise ValueError(f"region name {name!r} is a class index; name it, e.g. 'wt'")
             if not classes or not all(0 < k < num_classes for k in classes):
                 raise ValueError(
                     f"region {name!r} must list foreground classes in [1, {num_classes - 1}], "
