@@ -297,6 +297,13 @@ def test_gpfl_refuses_a_task_without_classes() -> None:
         GPFL().personal_keys(SegmentationTask(num_classes=2, backbone="test_resnet", stack=None))
 
 
+def test_scaffold_divides_by_the_effective_rate_of_momentum_sgd() -> None:
+    from omnifm.federated.callbacks import effective_lr
+
+    assert effective_lr({"lr": 0.05, "momentum": 0.9}) == pytest.approx(0.5)
+    assert effective_lr({"lr": 1e-3, "betas": (0.9, 0.999)}) == 1e-3  # Adam: the rate as is
+
+
 def test_scaffold_client_takes_the_papers_corrected_steps_under_plain_sgd() -> None:
     # Prepare: one client of a quadratic, c = (1, -2), c_i = (0.5, 0.5), 7 plain SGD steps
     from omnifm.federated.callbacks import ControlVariates

@@ -34,6 +34,7 @@ from omnifm.bank import BankSnapshot
 from omnifm.blocks import StackOutput
 from omnifm.functional import (
     category_guidance_loss,
+    control_variate_update,
     dynamic_regularizer,
     model_contrastive_loss,
     proximal_term,
@@ -129,44 +130,43 @@ class ProximalTerm(Callback):
         return 0.5 * self.mu * proximal_term(params, ref).to(task.device)
 
 
+def effective_lr(group: Mapping[str, Any]) -> float:
+    """The rate of an optimizer parameter group as a plain SGD step would have it: ``lr``, or
+    ``lr / (1 - momentum)`` with heavy-ball momentum (its steady-state step per gradient)."""
+    momentum = float(group.get("momentum", 0.0) or 0.0)
+    return float(group["lr"]) / (1.0 - momentum)
+
+
 class ControlVariates(Callback):
     """SCAFFOLD's client side (Karimireddy et al. 2020): every step's gradient of the shared
     parameters is corrected by ``c - c_i`` (server and client control variates); after the fit
-    the client's variate becomes the mean of the round's raw (uncorrected) gradients, and its
-    change goes to the server.
+    the client's variate takes option II's update, and its change goes to the server.
 
-    That is option II (eq. 4), ``c_i+ = c_i - c + (x - y_i) / (K lr)``, computed from the
-    gradients it is made of rather than from the weights: with plain SGD the two are equal
-    (``y_i = x - lr sum_k (g_k + c - c_i)``), and the mean gradient is still the right variate
-    with momentum or Adam, where the weight change over a rate is not a gradient (it removes
-    the drift of a momentum-SGD quadratic exactly, ``tests/federated/test_client_state.py``).
-    Applying the correction to the weights after each step instead, outside the optimizer's
-    momentum (NIID-Bench's way), left that quadratic 0.005 above its optimum, FedAvg 0.028.
-
-    The paper's method is for plain SGD: with momentum 0.9 on the MedMNIST benchmark it was
-    unstable however ``c_i`` was formed (local losses of 10-24 by round 10), so it warns.
     ``local.server`` and ``local.state`` hold the variates by parameter name (the client's
-    starts at zero)."""
+    starts at zero). Option II divides the drift by the number of steps times the rate: the
+    first parameter group's at the end of the fit, as ``effective_lr``. The paper's method is
+    for plain SGD: with momentum the correction is amplified with the gradient, and on the
+    MedMNIST benchmark it was unstable (it warns); with the plain rate in option II it diverged
+    at once, with ``lr / (1 - momentum)`` it did not, with the exact rate of momentum from a zero
+    buffer it did again; so did ``c_i`` as the mean of the round's raw gradients (which option
+    II equals under plain SGD), at round 19."""
 
     def __init__(self, local: LocalRound) -> None:
         self.local = local
         self.server = dict(local.server)
         self.own = {k: local.state.get(k, torch.zeros_like(v)) for k, v in self.server.items()}
         self.correction: dict[str, Tensor] = {}
-        self.summed: dict[str, Tensor] = {}
-        self.steps = 0
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         device = trainer.strategy.root_device
         self.correction = {k: (self.server[k] - self.own[k]).to(device) for k in self.server}
-        self.summed = {k: torch.zeros_like(v) for k, v in self.correction.items()}
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if any(g.get("momentum") or g.get("betas") for g in trainer.optimizers[0].param_groups):
             warnings.warn(
-                "SCAFFOLD corrects the gradients of a plain SGD step; with momentum 0.9 it was "
-                "unstable on the MedMNIST benchmark: use model.init_args.optimizer "
-                "torch.optim.SGD without momentum",
+                "SCAFFOLD corrects the gradients of a plain SGD step; with an optimizer with "
+                "momentum (or Adam's moments) the correction is amplified and training can be "
+                "unstable: use model.init_args.optimizer torch.optim.SGD without momentum",
                 stacklevel=1,
             )
 
@@ -175,14 +175,16 @@ class ControlVariates(Callback):
     ) -> None:
         for name, p in pl_module.named_parameters():
             if p.grad is not None and name in self.correction:
-                self.summed[name].add_(p.grad)
                 p.grad.add_(self.correction[name])
-        self.steps += 1
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.steps == 0:  # no data this round: the variates stay
+        steps = trainer.global_step
+        if steps == 0:  # no data this round: the variates stay
             return
-        new = cpu_copy({k: v / self.steps for k, v in self.summed.items()})
+        lr = effective_lr(trainer.optimizers[0].param_groups[0])
+        end = cpu_copy({k: p for k, p in pl_module.named_parameters() if k in self.server})
+        start = {k: self.local.shared[k] for k in self.server}
+        new = control_variate_update(self.own, self.server, start, end, steps, lr)
         self.local.upload.update({k: new[k] - self.own[k] for k in new})
         self.local.state.update(new)
 

@@ -26,7 +26,7 @@ def control_variate_update(
     """SCAFFOLD's new client control variate, option II of Karimireddy et al. 2020 (eq. 4):
     ``c_i+ = c_i - c + (x - y_i) / (K lr)``, from the round's start weights ``x``, the locally
     trained ``y_i``, ``K`` local steps at learning rate ``lr``. Under plain SGD it is the mean
-    of the round's raw gradients, which is how ``ControlVariates`` computes it.
+    of the round's raw gradients.
 
     >>> new = control_variate_update({"w": torch.zeros(1)}, {"w": torch.ones(1)},
     ...                              {"w": torch.tensor([2.0])}, {"w": torch.tensor([1.0])}, 4, 0.5)
