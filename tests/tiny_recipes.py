@@ -36,18 +36,45 @@ def tiny_data(modalities: tuple[str, ...] = ("ct", "mri")) -> dict[str, Any]:
     }
 
 
+def tiny_multitask() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model and data configs of two tasks sharing a small timm backbone and the stack: ct and
+    mri classify phantoms, ultrasound and pathology segment them (32 pixels: the backbone's
+    deepest map needs more than 16)."""
+    common = {"backbone": "test_resnet", "embed_dim": 16, "stack": TINY_STACK}
+    organs = tiny_data(("ultrasound", "pathology"))
+    for client in organs["init_args"]["clients"]:
+        client["data"]["class_path"] = "omnifm.datamodules.PhantomSegmentationDataModule"
+        client["data"]["init_args"]["size"] = 32
+    model = {
+        "class_path": "omnifm.tasks.MultiTask",
+        "init_args": {
+            "shared": ["encoder.backbone", "stack"],
+            "tasks": {
+                "grading": {"class_path": "omnifm.tasks.ClassificationTask", "init_args": common},
+                "organs": {"class_path": "omnifm.tasks.SegmentationTask", "init_args": common},
+            },
+        },
+    }
+    data = {
+        "class_path": "omnifm.datamodules.MultiTaskDataModule",
+        "init_args": {"tasks": {"grading": tiny_data(), "organs": organs}},
+    }
+    return model, data
+
+
 def write_recipe(
     folder: Path,
     name: str,
     model: dict[str, Any] | None = None,
     strategy: str = "OmniFM",
     rounds: int = 2,
+    data: dict[str, Any] | None = None,
 ) -> Path:
     """Write a full recipe (model, data, trainer, federation) to ``folder/name.yaml``."""
     recipe = {
         "seed_everything": 0,
         "model": model or TINY_CLASSIFIER,
-        "data": tiny_data(),
+        "data": data or tiny_data(),
         "trainer": {"max_steps": 2, "accelerator": "cpu"},
         "federation": {
             "rounds": rounds,

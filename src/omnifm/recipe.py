@@ -22,14 +22,15 @@ from typing import Any, NoReturn, Protocol
 
 import yaml
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from omnifm.blocks.stack import OmniFMStack, check_stack_args
 from omnifm.federated.config import FederationConfig
 from omnifm.federated.strategies import Strategy
 from omnifm.federated.trainer import TRAINER_DEFAULTS
-from omnifm.tasks import OmniFMTask
+from omnifm.datamodules.multitask import LINKED, MultiTaskDataModule
+from omnifm.tasks import MultiTask, OmniFMTask
 
 __all__ = [
     "OmniFMParser",
@@ -138,6 +139,38 @@ def _root_cause(err: BaseException) -> BaseException:
     return err
 
 
+def link_tasks(config: Namespace) -> Namespace | None:
+    """Many tasks: a copy of ``config`` whose tasks take from their own data what the CLI
+    links for one task (``num_classes``, ``in_channels``, ``task_type``, ``questions``);
+    ``None`` for a single-task recipe. Each task's datamodule is built once here to read them,
+    as LightningCLI's links read the one datamodule it builds."""
+    model = config.get("model") or Namespace()
+    if _import(str(model.get("class_path", ""))) is not MultiTask:
+        return None
+    data = config.get("data") or Namespace()
+    if _import(str(data.get("class_path", ""))) is not MultiTaskDataModule:
+        raise ValueError(
+            "model omnifm.tasks.MultiTask needs data omnifm.datamodules.MultiTaskDataModule "
+            "with the same task names"
+        )
+    config = config.clone()
+    tasks, datas = config.model.init_args.tasks, config.data.init_args.tasks
+    if set(tasks) != set(datas):
+        raise ValueError(
+            f"model.init_args.tasks {sorted(tasks)} and data.init_args.tasks {sorted(datas)} "
+            "must name the same tasks"
+        )
+    parser = LightningArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data")
+    for name, spec in tasks.items():
+        built = parser.instantiate(Namespace(data=datas[name])).data
+        accepts = inspect.signature(_import(spec.class_path)).parameters
+        for attr in LINKED:
+            if attr in accepts and hasattr(built, attr):
+                spec.init_args[attr] = getattr(built, attr)
+    return config
+
+
 class RecipeCLI(LightningCLI):
     """Parses and builds a recipe: sections ``model`` (an ``OmniFMTask``), ``data`` (a
     federated datamodule), ``trainer`` (settings of each client's local Trainer, built fresh
@@ -148,7 +181,7 @@ class RecipeCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(
-            OmniFMTask,
+            LightningModule,  # an OmniFMTask, or a MultiTask of them (checked when built)
             LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
@@ -163,7 +196,7 @@ class RecipeCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(FederationConfig, "federation")
-        for attr in ("num_classes", "in_channels", "task_type", "questions"):
+        for attr in LINKED:
             parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
@@ -172,10 +205,23 @@ class RecipeCLI(LightningCLI):
             self.error(problem)
 
     def instantiate_classes(self) -> None:
+        sub = self.subcommand
+        parsed = self._config()
         try:
+            linked = link_tasks(parsed)
+            if linked is not None:  # instantiate from it; the recipe stays as written
+                if sub:
+                    self.config[sub] = linked
+                else:
+                    self.config = linked
             super().instantiate_classes()
         except ValueError as err:  # a constructor's check: its message, not a parser dump
             self.error(str(_root_cause(err)))
+        finally:
+            if sub:
+                self.config[sub] = parsed
+            else:
+                self.config = parsed
 
     def error(self, message: str) -> NoReturn:
         """Stop with ``message`` as the command's one error (exit status 2)."""
@@ -191,6 +237,11 @@ class RecipeCLI(LightningCLI):
 
     def built(self) -> Recipe:
         """What the recipe built (after instantiation)."""
+        if not isinstance(self.model, OmniFMTask | MultiTask):
+            self.error(
+                f"model is a {type(self.model).__name__}; omnifm trains an OmniFMTask "
+                "(omnifm.tasks.ClassificationTask, ...) or a MultiTask of them"
+            )
         sub = self.subcommand
         config = self.config_init[sub] if sub else self.config_init
         trainer = {k: v for k, v in dict(config["trainer"]).items() if k != "logger"}

@@ -6,6 +6,7 @@ recipe) and ``metrics.yaml`` (the task's main metric and, per metric, whether hi
 is better). The report gives, per run, client and metric, the best validation value and its round,
 the last validation value and its round, and the test value; it writes that table as markdown
 and CSV, and one PNG per metric with a panel per client (and the mean) and a line per run.
+A run of many tasks (``task`` column) is reported task by task, each with its own mean.
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ __all__ = [
     "write",
 ]
 
-TEXT_COLUMNS = ("stage", "client", "modality", "error")
+TEXT_COLUMNS = ("stage", "task", "client", "modality", "error")
 LOWER_IS_BETTER = ("loss", "spalign", "mae", "mse", "rmse", "error", "hd95", "lpips")
 LOSS_PARTS = ("task_loss", "spalign")  # left out of the default metrics: parts of "loss"
 STAGE_PREFIX = {"validate": "val/", "test": "test/"}
 SUMMARY_COLUMNS = (
     "run",
+    "task",
     "client",
     "modality",
     "metric",
@@ -72,6 +74,11 @@ class RunLog:
     rows: list[dict[str, Any]]
     monitor: str | None = None
     modes: dict[str, str] = field(default_factory=dict)
+    monitors: set[str] = field(default_factory=set)  # every task's main metric
+
+    def task(self, client: str) -> str:
+        """The task of ``client`` (``""`` in a run of one task)."""
+        return next((str(r.get("task") or "") for r in self.rows if r["client"] == client), "")
 
     def mode_of(self, metric: str) -> str | None:
         """``max`` or ``min`` as the task declared it; a per-class ``dice_1`` as ``dice``."""
@@ -200,7 +207,10 @@ def load_run(path: str | os.PathLike[str], label: str | None = None) -> RunLog:
         raise ValueError(f"{history} has no rows yet: the run has not evaluated any round")
     declared = _declared(run / "metrics.yaml")
     modes = declared.get("modes") or {}
-    return RunLog(run, label or _label(run), rows, declared.get("monitor"), dict(modes))
+    monitor = declared.get("monitor")
+    tasks = declared.get("tasks") or {}
+    monitors = {monitor, *(t.get("monitor") for t in tasks.values())} - {None}
+    return RunLog(run, label or _label(run), rows, monitor, dict(modes), monitors)
 
 
 def _declared(path: Path) -> dict[str, Any]:
@@ -216,7 +226,7 @@ def _declared(path: Path) -> dict[str, Any]:
 
 def _metrics(runs: Sequence[RunLog], metrics: Sequence[str] | None) -> list[str]:
     known = list(dict.fromkeys(m for run in runs for m in run.metrics()))
-    monitors = {run.monitor for run in runs}
+    monitors = {m for run in runs for m in run.monitors | {run.monitor}}
     # the tasks' main metrics first, then the other quality metrics, then losses (stable)
     known.sort(key=lambda m: (m not in monitors, lower_is_better(m, runs)))
     if not metrics:
@@ -246,6 +256,7 @@ def summarize(runs: Sequence[RunLog], metrics: Sequence[str] | None = None) -> l
                 rows.append(
                     {
                         "run": run.label,
+                        "task": run.task(client),
                         "client": client,
                         "modality": run.modality(client),
                         "metric": metric,
@@ -257,7 +268,8 @@ def summarize(runs: Sequence[RunLog], metrics: Sequence[str] | None = None) -> l
                         "test": test,
                     }
                 )
-    return rows
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    return sorted(rows, key=lambda r: tasks.index(r["task"]))  # task by task (stable)
 
 
 BANK_COLUMNS = {
@@ -301,7 +313,14 @@ def _cell(value: Any) -> str:
 
 
 def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """The summary as markdown: one table per metric."""
+    """The summary as markdown: one table per metric; task by task in runs of many tasks."""
+    tasks = list(dict.fromkeys(r.get("task", "") for r in rows))
+    if tasks and tasks != [""]:
+        sections = []
+        for task in tasks:
+            mine = [{**r, "task": ""} for r in rows if r.get("task", "") == task]
+            sections.append(f"## task {task or '(none)'}\n\n{format_markdown(mine)}")
+        return "\n".join(sections)
     parts: list[str] = []
     header = ["run", "client", "modality", "best", "best round", "last", "last round", "test"]
     keys = ["run", "client", "modality", "best", "best_round", "last", "last_round", "test"]
@@ -324,7 +343,11 @@ def plot_metric(runs: Sequence[RunLog], metric: str) -> Figure:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    clients = list(dict.fromkeys(c for run in runs for c in run.clients()))
+    clients = [  # those with the metric (in a run of many tasks, the clients of some tasks)
+        c
+        for c in dict.fromkeys(c for run in runs for c in run.clients())
+        if any(run.curve(c, metric)[0] or run.test_value(c, metric) is not None for run in runs)
+    ]
     cols = min(4, len(clients))
     rows = math.ceil(len(clients) / cols)
     fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), layout="constrained")
@@ -339,7 +362,8 @@ def plot_metric(runs: Sequence[RunLog], metric: str) -> Figure:
                 ax.plot([rounds[-1]], [test], marker="*", markersize=9, color=color)
         modality = next((r.modality(client) for r in runs if client in r.clients()), "")
         title = client if modality in ("", "-", client) else f"{client} ({modality})"
-        ax.set_title(title, fontsize=9)
+        task = next((r.task(client) for r in runs if client in r.clients()), "")
+        ax.set_title(f"{task}: {title}" if task and not client.startswith("mean:") else title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[len(clients) :]:

@@ -31,7 +31,7 @@ from omnifm.federated.checkpoint import load_checkpoint
 from omnifm.federated.flower import LocalDeployment, write_app
 from omnifm.federated.flower.local import BIN
 
-from ..tiny_recipes import write_recipe
+from ..tiny_recipes import tiny_multitask, write_recipe
 
 LINK = "omnifm-test"
 BANK_KEYS = ("vectors", "ids", "modality", "hits", "counts", "owners", "modalities")
@@ -121,6 +121,28 @@ def test_simulation_of_a_strategy_with_client_state_matches_in_process(
         assert value.abs().sum() > 0 and torch.equal(flower["server"]["strategy"]["c"][key], value)
     # Ditto: every site is tested with its own model, as in process
     assert [r["test/acc"] for r in rows] == pytest.approx([r["test/acc"] for r in want])
+
+
+def test_simulation_of_a_two_task_federation_matches_in_process(tmp_path: Path) -> None:
+    """Each simulated site builds its own task's model and takes its task's part of the
+    shared state; the run ends where the in-process one does, every scope included."""
+    pytest.importorskip("ray", reason="Flower's simulation needs Ray: pip install 'omnifm[flower]'")
+    model, data = tiny_multitask()
+    recipe = write_recipe(tmp_path, "tasks", model=model, data=data, strategy="FedAdam")
+    with torch_threads(1):
+        want = fit(recipe, tmp_path / "inprocess")
+    rows = fit(recipe, tmp_path / "flower", "--federation.backend=flower")
+    flower, inprocess = (
+        last_state(tmp_path / "flower", "tasks"),
+        last_state(tmp_path / "inprocess", "tasks"),
+    )
+    assert_same_server_state(flower, inprocess)
+    assert any(k.startswith("organs/") for k in flower["server"]["shared"])
+    moments = inprocess["server"]["strategy"]["scopes"]["organs"]["m"]
+    for key, value in moments.items():  # FedAdam's moments of the segmentation task's scope
+        assert torch.equal(flower["server"]["strategy"]["scopes"]["organs"]["m"][key], value)
+    assert [r["client"] for r in rows] == [r["client"] for r in want]
+    assert [r.get("test/dice") for r in rows] == pytest.approx([r.get("test/dice") for r in want])
 
 
 @pytest.mark.slow

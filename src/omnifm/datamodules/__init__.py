@@ -12,6 +12,7 @@ from omnifm.datamodules.federated import (
 )
 from omnifm.datamodules.fusion_pairs import FusionPairsDataModule
 from omnifm.datamodules.medmnist import MedMNISTDataModule
+from omnifm.datamodules.multitask import MultiTaskDataModule
 from omnifm.datamodules.phantom import PhantomDataModule
 from omnifm.datamodules.phantom_dense import (
     PhantomSegmentationDataModule,
@@ -55,6 +56,7 @@ __all__ = [
     "FusionPairsDataModule",
     "LowResPairs",
     "MedMNISTDataModule",
+    "MultiTaskDataModule",
     "Partition",
     "PhantomDataModule",
     "PhantomFusionDataModule",

@@ -16,12 +16,14 @@ from torch import Tensor
 from omnifm.federated.checkpoint import check_fits
 from omnifm.federated.client import Client
 from omnifm.federated.config import FederationConfig
+from omnifm.federated.layout import client_tasks
 from omnifm.federated.messages import EvaluateRes, FitRes
 from omnifm.federated.reporting import ClientLogger
 from omnifm.federated.rounds import FederationError, RoundLoop, Stage, Upload
 from omnifm.federated.store import ClientStore, pack, unpack
 from omnifm.federated.trainer import client_seed, local_trainer, trainer_device
 from omnifm.tasks.base import OmniFMTask
+from omnifm.tasks.multitask import MultiTask
 
 __all__ = ["Federation", "FederationError"]
 
@@ -40,11 +42,14 @@ class Federation(RoundLoop):
 
         run = Federation(ClassificationTask(num_classes=4), FederatedDataModule(...))
         results = run.fit()  # list of per-client test metrics plus a "mean" row
+
+    Many tasks: ``model`` a ``MultiTask`` and ``datamodule`` a ``MultiTaskDataModule`` with
+    the same task names; each client trains its task's model.
     """
 
     def __init__(
         self,
-        model: OmniFMTask,
+        model: OmniFMTask | MultiTask,
         datamodule: Any,
         config: FederationConfig | None = None,
         trainer_kwargs: dict[str, Any] | None = None,
@@ -52,7 +57,8 @@ class Federation(RoundLoop):
     ) -> None:
         datamodule.prepare_data()
         datamodule.setup("fit")
-        super().__init__(model, list(datamodule.client_names()), config, recipe)
+        tasks = client_tasks(model, datamodule)
+        super().__init__(model, list(datamodule.client_names()), config, recipe, tasks)
         self.datamodule = datamodule
         self.trainer_kwargs = dict(trainer_kwargs or {})
         self.clients = {
@@ -60,7 +66,7 @@ class Federation(RoundLoop):
                 n,
                 datamodule.modality(n),
                 datamodule.client_datamodule(n),
-                self.server.initial_personal,
+                self.server.initial_personal_of(n),
             )
             for n in self.client_names
         }
@@ -76,21 +82,30 @@ class Federation(RoundLoop):
         return local_trainer(self.trainer_kwargs, root, **overrides)
 
     # the clients, in this process ----------------------------------------------------------
+    def model_of(self, client: str) -> OmniFMTask:
+        """The model instance client ``client`` loads its state into (its task's)."""
+        return self.server.layout.model(client)
+
     def warmup_uploads(self) -> list[Upload]:
-        self.model.load_state_dict({**self.server.shared, **self.server.initial_personal})
-        self.model.to(trainer_device(self.trainer_kwargs))
+        layout, device = self.server.layout, trainer_device(self.trainer_kwargs)
+        for task, model in layout.tasks.items():
+            initial = layout.initial_personal(task)
+            model.load_state_dict({**layout.local(task, self.server.shared), **initial})
+            model.to(device)
         uploads = []
         for name, client in self.clients.items():
             seed = client_seed(self.config.seed, 0, name)
             try:
-                protos = client.prototypes(self.model, self.server.prototypes_per_client, seed)
+                model = self.model_of(name)
+                protos = client.prototypes(model, self.server.prototypes_per_client, seed)
             except Exception as err:  # the client joins the bank at its first good round
                 log.warning(
                     "bank warm-up: client %s left out: %s: %s", name, type(err).__name__, err
                 )
                 continue
             uploads.append((name, client.modality, protos))
-        self.model.cpu()
+        for model in layout.tasks.values():
+            model.cpu()
         return uploads
 
     def fit_clients(self, round_: int, chosen: list[str]) -> tuple[list[FitRes], dict[str, str]]:
@@ -102,7 +117,7 @@ class Federation(RoundLoop):
                 with self._holding(name) as client:
                     logger = ClientLogger(self._run_dir(), name, client.steps)
                     res = client.fit(
-                        self.model,
+                        self.model_of(name),
                         self.server.fit_ins(round_, name),
                         self.config.strategy,
                         self.make_trainer,
@@ -141,8 +156,8 @@ class Federation(RoundLoop):
             try:
                 with self._holding(name):
                     res: EvaluateRes = client.evaluate(
-                        self.model,
-                        self.server.shared,
+                        self.model_of(name),
+                        self.server.layout.local(self.server.layout.task(name), self.server.shared),
                         bank,
                         self.make_trainer,
                         stage,
@@ -193,7 +208,8 @@ class Federation(RoundLoop):
                 state["clients"]["memory"][name] = pack(personal, {})
         for name, flat in state["clients"]["memory"].items():
             personal, _ = unpack(flat)
-            check_fits(personal, self.server.initial_personal, f"personal state of {name!r}")
+            initial = self.server.initial_personal_of(name)
+            check_fits(personal, initial, f"personal state of {name!r}")
         self.store.load_state_dict(state["clients"])
         for name, client in self.clients.items():
             client.steps = state["steps"].get(name, 0)
@@ -202,3 +218,4 @@ class Federation(RoundLoop):
         path = super().checkpoint()
         self.store.collect()  # spilled states the checkpoint no longer needs
         return path
+

@@ -11,6 +11,7 @@ import random
 import time
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -34,6 +35,7 @@ from omnifm.federated.sampling import ClientSampler
 from omnifm.federated.server import Server
 from omnifm.federated.trainer import quiet_lightning
 from omnifm.tasks.base import OmniFMTask
+from omnifm.tasks.multitask import MultiTask
 
 __all__ = ["FederationError", "RoundLoop", "Stage", "Upload"]
 
@@ -60,14 +62,19 @@ class RoundLoop:
     Subclasses reach the clients: ``warmup_uploads``, ``fit_clients`` and
     ``evaluate_clients``; those holding personal states also ``client_state`` and
     ``load_client_state``.
+
+    With a ``MultiTask`` model, ``tasks`` maps each client to its task: rows of
+    ``history.csv`` and ``results.csv`` carry a ``task`` column and each task gets its own
+    mean row (``mean:TASK``), as its metrics are its own.
     """
 
     def __init__(
         self,
-        model: OmniFMTask,
+        model: OmniFMTask | MultiTask,
         client_names: list[str],
         config: FederationConfig | None = None,
         recipe: str | None = None,
+        tasks: Mapping[str, str] | None = None,
     ) -> None:
         self.model = model
         self.config = cfg = config or FederationConfig()
@@ -87,6 +94,7 @@ class RoundLoop:
             cfg.seed,
             cfg.bank.prototypes_per_client,
             cfg.aggregator,
+            tasks,
         )
         self.history: list[dict[str, Any]] = []
         self.round = 0
@@ -141,6 +149,7 @@ class RoundLoop:
             self._resume(ckpt_path)
         else:
             self._new_run()
+        log.info("what is shared with whom (%s):\n%s", self.config.strategy, self.server.layout.describe())
         return self._run_dir()
 
     def warmup(self) -> None:
@@ -212,17 +221,19 @@ class RoundLoop:
         ``results.csv``. Otherwise a checkpoint evaluated after the fact: its rows are appended
         to ``history_<stage>.csv`` beside the run's record, which stays as it was.
         """
-        rows = self.evaluate_clients(stage)
-        rows.append(_mean_row(rows))
-        main = f"{'val' if stage == 'validate' else 'test'}/{self.model.monitor}"
-        log.info(
-            "%s after round %d: mean %s %.4f (%s)",
-            stage,
-            round_,
-            main,
-            rows[-1].get(main, float("nan")),
-            ", ".join(f"{r['client']} {r.get(main, float('nan')):.3f}" for r in rows[:-1]),
-        )
+        rows = self._with_means(self.evaluate_clients(stage))
+        prefix = "val" if stage == "validate" else "test"
+        for task, model in self.server.layout.tasks.items():
+            main = f"{prefix}/{model.monitor}"
+            mine = [r for r in rows if r.get("task", "") == task]
+            log.info(
+                "%s after round %d: mean %s %.4f (%s)",
+                stage if not task else f"{stage} of task {task}",
+                round_,
+                main,
+                mine[-1].get(main, float("nan")),
+                ", ".join(f"{r['client']} {r.get(main, float('nan')):.3f}" for r in mine[:-1]),
+            )
         run_dir = self._run_dir()
         if not record:
             path = run_dir / f"history_{stage}.csv"
@@ -249,6 +260,18 @@ class RoundLoop:
             write_csv(rows, run_dir / "results.csv")
             log.info("test results (%s):\n%s", run_dir / "results.csv", format_table(rows))
         return rows
+
+    def _with_means(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``rows`` with the mean row; with many tasks a ``task`` column and a mean per task
+        (``mean:TASK``) after its clients' rows."""
+        layout = self.server.layout
+        if not layout.multi:
+            return [*rows, _mean_row(rows)]
+        grouped: list[dict[str, Any]] = []
+        for task in layout.tasks:
+            mine = [{"task": task, **r} for r in rows if layout.task(r["client"]) == task]
+            grouped += [*mine, {"task": task, **_mean_row(mine), "client": f"mean:{task}"}]
+        return grouped
 
     def _evaluate_only(self, stage: Stage, ckpt_path: str | None) -> list[dict[str, Any]]:
         """``stage`` of every client on a checkpoint (or the initial model), written beside
@@ -312,12 +335,23 @@ class RoundLoop:
         """``metrics.yaml``: the task's main metric and which direction is better for each
         metric, so ``omnifm report`` reads them instead of guessing from names."""
         assert self.run_dir is not None
-        modes = {
-            "monitor": self.model.monitor,
-            "mode": self.model.mode,
-            "modes": dict(sorted(self.model.metric_modes().items())),
-        }
+        tasks = self.server.layout.tasks
+        modes: dict[str, Any] = {}
+        for task, model in tasks.items():
+            modes.setdefault("monitor", model.monitor)  # the first task's, for one-task readers
+            modes.setdefault("mode", model.mode)
+            modes.setdefault("modes", {}).update(model.metric_modes())
+        modes["modes"] = dict(sorted(modes["modes"].items()))
+        if self.server.layout.multi:
+            modes["tasks"] = {
+                t: {"monitor": m.monitor, "mode": m.mode, "clients": self._clients_of(t)}
+                for t, m in tasks.items()
+            }
         (self.run_dir / METRICS).write_text(yaml.safe_dump(modes, sort_keys=False))
+
+    def _clients_of(self, task: str) -> list[str]:
+        layout = self.server.layout
+        return [c for c in self.client_names if layout.task(c) == task]
 
     def _run_dir(self) -> Path:
         if self.run_dir is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
@@ -11,66 +13,103 @@ from omnifm.federated.aggregators import Aggregator
 from omnifm.federated.callbacks import cpu_copy
 from omnifm.federated.checkpoint import check_fits
 from omnifm.federated.health import retrieval_health, spread_health
+from omnifm.federated.layout import ACROSS, Layout
 from omnifm.federated.messages import FitIns, FitRes
 from omnifm.federated.sampling import ClientSampler
 from omnifm.federated.strategies import Strategy
 from omnifm.federated.trainer import client_seed
 from omnifm.tasks.base import OmniFMTask
+from omnifm.tasks.multitask import MultiTask
 
 __all__ = ["Server"]
 
 
 class Server:
-    """Holds what the federation shares; turns client results into the next global state."""
+    """Holds what the federation shares; turns client results into the next global state.
+
+    Each scope of the ``layout`` (the state every client shares; with many tasks also each
+    task's own) is aggregated among its clients by its own copy of the strategy, so server
+    state such as FedAdam's moments or SCAFFOLD's ``c`` is kept per scope. ``tasks``: client
+    name -> task, for a ``MultiTask`` model.
+    """
 
     def __init__(
         self,
-        model: OmniFMTask,
+        model: OmniFMTask | MultiTask,
         strategy: Strategy,
         sampler: ClientSampler,
         bank: SpectralBank | None = None,
         seed: int = 0,
         prototypes_per_client: int = 8,
         aggregator: Aggregator | None = None,
+        tasks: Mapping[str, str] | None = None,
     ) -> None:
         self.strategy = strategy
         self.aggregator = aggregator
-        strategy.bind(model, len(sampler.clients))
+        self.layout = layout = Layout(model, strategy, tasks if tasks else sampler.clients)
+        self.strategies = {  # the first scope (every client's) binds the recipe's instance
+            scope.name: strategy if scope.name == ACROSS else copy.deepcopy(strategy)
+            for scope in layout.scopes
+        }
+        for scope in layout.scopes:
+            self.strategies[scope.name].bind(
+                layout.tasks[scope.task], len(scope.clients), set(scope.keys)
+            )
         self.sampler = sampler
         self.bank = bank
         self.seed = seed
         self.prototypes_per_client = prototypes_per_client
-        self.personal_keys = strategy.personal_keys(model)
-        state = cpu_copy(model.state_dict())
-        self.initial_personal = {k: state[k] for k in self.personal_keys}
-        self.shared = {k: v for k, v in state.items() if k not in self.personal_keys}
+        first = next(iter(layout.tasks))
+        self.personal_keys = layout.personal[first]  # of the (first) task
+        self.initial_personal = cpu_copy(layout.initial_personal(first))
+        self.shared = cpu_copy(layout.initial_shared())
         self.health: dict[str, float] = {}  # bank health after the latest aggregation
+
+    def initial_personal_of(self, client: str) -> dict[str, Tensor]:
+        """Client ``client``'s personal state before its first round (its task's)."""
+        return cpu_copy(self.layout.initial_personal(self.layout.task(client)))
 
     def bank_snapshot(self) -> dict[str, Any] | None:
         """The bank as clients receive it (``BankSnapshot`` state); ``None`` without a bank."""
         return self.bank.snapshot().state_dict() if self.bank is not None else None
 
+    def broadcast(self) -> dict[str, Tensor]:
+        """What the strategy sends every client with the weights, under the shared names."""
+        return {
+            scope.prefix + k: v
+            for scope in self.layout.scopes
+            for k, v in self.strategies[scope.name].broadcast().items()
+        }
+
     def fit_ins(self, round_: int, client: str) -> FitIns:
+        """Client ``client``'s round: the shared state of its task under its task's names."""
+        task = self.layout.task(client)
         return FitIns(
             round=round_,
-            weights=self.shared,
+            weights=self.layout.local(task, self.shared),
             seed=client_seed(self.seed, round_, client),
             bank=self.bank_snapshot(),
             prototypes=self.prototypes_per_client if self.bank is not None else 0,
-            strategy=self.strategy.broadcast(),
+            strategy=self.layout.local(task, self.broadcast()),
         )
 
     def aggregate(self, round_: int, results: list[FitRes]) -> None:
         """New shared weights from the round's successful results; then refresh the bank."""
         if not results:
             raise ValueError(f"round {round_}: no results to aggregate")
-        self.shared = self.strategy.aggregate(
-            [r.weights for r in results],
-            [r.num_examples for r in results],
-            self.shared,
-            self.aggregator,
-            [r.strategy for r in results],
-        )
+        for scope in self.layout.scopes:  # each among its own clients of the round
+            members = [r for r in results if r.client in scope.clients]
+            if not members:  # none of this task's clients this round: its state stays
+                continue
+            keys = set(scope.keys)
+            new = self.strategies[scope.name].aggregate(
+                [{k: r.weights[k] for k in scope.keys} for r in members],
+                [r.num_examples for r in members],
+                {k: self.shared[scope.prefix + k] for k in scope.keys},
+                self.aggregator,
+                [{k: v for k, v in r.strategy.items() if k in keys} for r in members],
+            )
+            self.shared.update({scope.prefix + k: v for k, v in new.items()})
         if self.bank is None:
             return
         # hits refer to the round's snapshot: read and count them before updating
@@ -92,8 +131,13 @@ class Server:
             "shared": self.shared,
             "bank": self.bank.state_dict() if self.bank is not None else None,
             "sampler": self.sampler.state_dict(),
-            "strategy": self.strategy.state_dict(),
+            "strategy": self._strategy_state(),
         }
+
+    def _strategy_state(self) -> dict[str, Any]:
+        if not self.layout.multi:  # one task: the strategy's own state, as before many tasks
+            return self.strategy.state_dict()
+        return {"scopes": {name: s.state_dict() for name, s in self.strategies.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint's server state; ``CheckpointMismatch`` (nothing changed) when
@@ -103,4 +147,9 @@ class Server:
         if self.bank is not None and state["bank"] is not None:
             self.bank.load_state_dict(state["bank"])
         self.sampler.load_state_dict(state["sampler"])
-        self.strategy.load_state_dict(state.get("strategy") or {})  # none before 2026-11-28
+        strategy = state.get("strategy") or {}  # none before 2026-11-28
+        if not self.layout.multi:
+            self.strategy.load_state_dict(strategy)
+            return
+        for name, s in self.strategies.items():
+            s.load_state_dict(strategy["scopes"].get(name, {}))

@@ -72,9 +72,13 @@ class Strategy:
         ``parameter_groups()`` (encoder, stack, head, personal)."""
         return set()
 
-    def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
-        """Called once by the server with the run's model and the federation's number of
-        clients, before round 1 (default: nothing)."""
+    def bind(
+        self, model: OmniFMTask, num_clients: int = 1, shared: set[str] | None = None
+    ) -> None:
+        """Called once by the server before round 1 with the run's model, the number of
+        clients that share state through this instance and the state-dict keys it aggregates
+        (``None``: every key it does not keep personal). With many tasks the server binds one
+        copy per scope: the state every task shares, and each task's own (default: nothing)."""
 
     def broadcast(self) -> dict[str, Tensor]:
         """Server state every client receives with the round's weights (``LocalRound.server``;
@@ -182,7 +186,9 @@ class _ServerOptimizer(Strategy):
         self._parameters: set[str] = set()
         self._state: dict[str, Any] = {"rounds": 0}
 
-    def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
+    def bind(
+        self, model: OmniFMTask, num_clients: int = 1, shared: set[str] | None = None
+    ) -> None:
         self._parameters = {name for name, _ in model.named_parameters()}
 
     def aggregate(
@@ -288,14 +294,17 @@ class FedAdagrad(_Adaptive):
 
 
 # personalised and drift-correcting strategies ---------------------------------------------------
-def _zeros_of_shared(strategy: Strategy, model: OmniFMTask) -> dict[str, Tensor]:
-    """Zeros (on the CPU) for each trainable parameter of ``model`` that ``strategy`` shares:
-    the initial server state of SCAFFOLD (``c``) and FedDyn (``h``)."""
+def _zeros_of_shared(
+    strategy: Strategy, model: OmniFMTask, shared: set[str] | None = None
+) -> dict[str, Tensor]:
+    """Zeros (on the CPU) for each trainable parameter of ``model`` that ``strategy`` shares
+    (of ``shared``, where given): the initial server state of SCAFFOLD (``c``) and FedDyn
+    (``h``)."""
     personal = strategy.personal_keys(model)
     return {
         name: torch.zeros_like(p, device="cpu")
         for name, p in model.named_parameters()
-        if p.requires_grad and name not in personal
+        if p.requires_grad and name not in personal and (shared is None or name in shared)
     }
 
 
@@ -310,9 +319,11 @@ class _ServerTensors(Strategy):
         self._server: dict[str, Tensor] = {}
         self._num_clients = 1
 
-    def bind(self, model: OmniFMTask, num_clients: int = 1) -> None:
+    def bind(
+        self, model: OmniFMTask, num_clients: int = 1, shared: set[str] | None = None
+    ) -> None:
         self._num_clients = num_clients
-        self._server = _zeros_of_shared(self, model)
+        self._server = _zeros_of_shared(self, model, shared)
 
     def aggregate(
         self,

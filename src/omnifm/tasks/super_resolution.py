@@ -13,6 +13,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from omnifm.blocks import DenseBridge, StackOutput
+from omnifm.encoders.unet import TimmFeatureEncoder, UNetDecoder
 from omnifm.functional import to_channels
 from omnifm.tasks.base import Batch, Encoded, OmniFMTask
 
@@ -48,6 +49,13 @@ class SuperResolutionTask(OmniFMTask):
     measured: ``image``, every channel as given (RGB in [0, 1] for BreaKHis, grey for grey
     data), or ``y``, the BT.601 Y channel of RGB images, as most SR papers report.
 
+    With ``backbone`` (a timm CNN name, e.g. ``resnet18``), the features come from that
+    backbone's pyramid (``TimmFeatureEncoder``) decoded back to the LR grid by MONAI ``UpCat``
+    blocks (``UNetDecoder``), plus one 3x3 convolution of the LR image at full resolution
+    (the detail a backbone's stride-2 stem drops); the stack reads the backbone's deepest map,
+    one token per position, as segmentation does. This is how a super-resolution hospital
+    shares its encoder with classification and segmentation hospitals (``MultiTask``).
+
     A target whose channels differ from the image's (``FederatedDataModule`` converts only
     ``"image"`` to ``in_channels``) is converted the same way (grey repeated, RGB to luma).
 
@@ -58,6 +66,9 @@ class SuperResolutionTask(OmniFMTask):
         num_blocks: residual units after the first convolution.
         token_patch: side of the LR cell that becomes one stack token.
         metric_space: ``image`` or ``y`` (RGB data only).
+        backbone: a timm CNN for the features instead of the shallow convolutions (``None``);
+            ``features`` and ``num_blocks`` are then unused.
+        pretrained: timm's pretrained weights for ``backbone`` (needs the hub or its cache).
         **kwargs: ``OmniFMTask``'s arguments (``embed_dim``, ``stack``, ``spalign_weight``,
             ``optimizer``, ``recalibrate_bn``).
     """
@@ -72,6 +83,8 @@ class SuperResolutionTask(OmniFMTask):
         num_blocks: int = 4,
         token_patch: int = 4,
         metric_space: Literal["image", "y"] = "image",
+        backbone: str | None = None,
+        pretrained: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -88,15 +101,26 @@ class SuperResolutionTask(OmniFMTask):
             )
         self.scale = scale
         self.metric_space = metric_space
-        self.encoder = nn.Sequential(
-            nn.Conv2d(in_channels, features, 3, padding=1),
-            *(
-                ResidualUnit(2, features, features, act="RELU", norm=None)
-                for _ in range(num_blocks)
-            ),
-        )
+        self.encoder: nn.Module
+        self.decoder: UNetDecoder | None = None
+        self.shallow: nn.Conv2d | None = None
+        if backbone is None:
+            self.encoder = nn.Sequential(
+                nn.Conv2d(in_channels, features, 3, padding=1),
+                *(
+                    ResidualUnit(2, features, features, act="RELU", norm=None)
+                    for _ in range(num_blocks)
+                ),
+            )
+            deepest, patch = features, token_patch
+        else:
+            self.encoder = TimmFeatureEncoder(backbone, in_channels, pretrained)
+            channels = list(self.encoder.channels)
+            self.decoder = UNetDecoder(2, channels)
+            features, deepest, patch = channels[0], channels[-1], 1
+            self.shallow = nn.Conv2d(in_channels, features, 3, padding=1)
         self.bridge = (
-            DenseBridge(features, self.embed_dim, token_patch) if self.stack is not None else None
+            DenseBridge(deepest, self.embed_dim, patch) if self.stack is not None else None
         )
         self.upsample = nn.Sequential(
             *(SubpixelUpsample(2, features, features, 2) for _ in range(int(math.log2(scale))))
@@ -115,17 +139,24 @@ class SuperResolutionTask(OmniFMTask):
 
     # hooks --------------------------------------------------------------------------------
     def encode(self, batch: Batch) -> Encoded:
-        """Shallow features of the LR image as tokens ``(B, L, D)``, and the features."""
+        """Tokens ``(B, L, D)`` of the LR image's features (the backbone's deepest map), and
+        the features (the backbone's maps) for ``decode``."""
         features = self.encoder(batch["image"])
+        deepest = features[-1] if self.decoder is not None else features
         if self.bridge is None:  # no stack: tokens are not used
-            return Encoded(features.flatten(2).transpose(1, 2), features)
-        return Encoded(self.bridge.tokens(features), features)
+            return Encoded(deepest.flatten(2).transpose(1, 2), features)
+        return Encoded(self.bridge.tokens(deepest), features)
 
     def decode(self, out: StackOutput, batch: Batch, features: Any = None) -> Tensor:
         """The HR prediction ``(B, C, h * scale, w * scale)`` (not clamped)."""
-        if self.bridge is not None:
-            features = self.bridge.fuse(features, out.tokens, out.suffix)
         image = batch["image"]
+        if self.decoder is not None and self.shallow is not None:
+            maps = list(features)
+            if self.bridge is not None:
+                maps[-1] = self.bridge.fuse(maps[-1], out.tokens, out.suffix)
+            features = self.decoder(maps, image.shape[2:]) + self.shallow(image)
+        elif self.bridge is not None:
+            features = self.bridge.fuse(features, out.tokens, out.suffix)
         bicubic = F.interpolate(image, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return bicubic + self.head(self.upsample(features))
 

@@ -13,6 +13,7 @@ stay in ``context.state``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from lightning.pytorch import Trainer
 from torch import Tensor
 
 from omnifm.federated.client import Client
+from omnifm.federated.layout import Layout, client_tasks
 from omnifm.federated.flower.allowlist import NODE_CONFIG_KEY, Allowlist
 from omnifm.federated.flower.records import (
     CONFIG,
@@ -40,8 +42,8 @@ from omnifm.recipe import Recipe, load_recipe
 __all__ = ["Site", "client_app", "make_client_app"]
 
 PERSONAL, STRATEGY, STATE = "omnifm.personal", "omnifm.strategy", "omnifm.client"
-# one model instance per process, with its initial personal state (the model is reused)
-_RECIPES: dict[tuple[str, ...], tuple[Recipe, dict[str, Tensor]]] = {}
+# one model instance per process, with its layout (the model is reused)
+_RECIPES: dict[tuple[str, ...], tuple[Recipe, Layout]] = {}
 
 
 class Site:
@@ -61,18 +63,19 @@ class Site:
         )
         if key not in _RECIPES:
             recipe = load_recipe(text, overrides, allowlist)
-            state = recipe.model.state_dict()
-            keys = recipe.config.strategy.personal_keys(recipe.model)
-            _RECIPES[key] = recipe, {k: state[k].detach().cpu().clone() for k in keys}
-        recipe, initial_personal = _RECIPES[key]
+            dm = recipe.datamodule
+            tasks = client_tasks(recipe.model, dm) or dm.client_names()
+            _RECIPES[key] = recipe, Layout(recipe.model, recipe.config.strategy, tasks)
+        recipe, self.layout = _RECIPES[key]
         self.recipe = recipe
-        self.model = recipe.model
         self.name = _client_name(context, recipe.datamodule.client_names())
+        self.task = self.layout.task(self.name)
+        self.model = self.layout.model(self.name)  # its task's
         self.client = Client(
             self.name,
             recipe.datamodule.modality(self.name),
             recipe.datamodule.site_datamodule(self.name),
-            initial_personal,
+            self.layout.initial_personal(self.task),
         )
         if PERSONAL in context.state.array_records:
             self.client.personal = tensors(context.state.array_records[PERSONAL])
@@ -81,6 +84,10 @@ class Site:
         if STATE in context.state.config_records:
             self.client.steps = int(context.state.config_records[STATE]["steps"])
         self.root = str(Path(tempfile.gettempdir()) / "omnifm-flower" / self.name)
+
+    def local(self, shared: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The server's shared state (or broadcast) as this site's task names it."""
+        return self.layout.local(self.task, shared)
 
     def make_trainer(self, **overrides: object) -> Trainer:
         """A local Trainer that writes only under this site's temporary folder."""
@@ -124,6 +131,9 @@ def make_client_app(recipe_text: str | None = None) -> ClientApp:
             site = Site(context, recipe_text)
             ins, addressed = fit_ins_from_records(msg.content)
             _check_addressee(site, addressed)
+            ins = dataclasses.replace(
+                ins, weights=site.local(ins.weights), strategy=site.local(ins.strategy)
+            )
             res = site.client.fit(
                 site.model, ins, site.recipe.config.strategy, site.make_trainer, False
             )
@@ -136,7 +146,7 @@ def make_client_app(recipe_text: str | None = None) -> ClientApp:
             site = Site(context, recipe_text)
             config = msg.content.config_records[CONFIG]
             _check_addressee(site, str(config["client"]))
-            shared = tensors(msg.content.array_records[WEIGHTS])
+            shared = site.local(tensors(msg.content.array_records[WEIGHTS]))
             bank = bank_from_records(msg.content, config)
             stage = str(config["stage"])
             if stage not in ("validate", "test"):
@@ -152,7 +162,7 @@ def make_client_app(recipe_text: str | None = None) -> ClientApp:
 def _warmup(site: Site, msg: Message, k: int) -> Tensor:
     """Spectral prototypes of the initial model (shared weights sent, personal state here)."""
     config = msg.content.config_records[CONFIG]
-    site.client.load(site.model, tensors(msg.content.array_records[WEIGHTS]))
+    site.client.load(site.model, site.local(tensors(msg.content.array_records[WEIGHTS])))
     site.model.to(trainer_device(site.recipe.trainer))
     try:
         return site.client.prototypes(site.model, k, client_seed(int(config["seed"]), 0, site.name))

@@ -29,6 +29,7 @@ from omnifm.federated.flower.records import (
     tensors,
     with_config,
 )
+from omnifm.federated.layout import client_tasks
 from omnifm.federated.messages import FitRes
 from omnifm.federated.rounds import FederationError, RoundLoop, Stage, Upload
 from omnifm.recipe import Recipe, load_recipe
@@ -49,7 +50,8 @@ class FlowerFederation(RoundLoop):
 
     def __init__(self, grid: Grid, recipe: Recipe, options: FlowerConfig | None = None) -> None:
         names = recipe.datamodule.client_names()
-        super().__init__(recipe.model, names, recipe.config, recipe.text)
+        tasks = client_tasks(recipe.model, recipe.datamodule)
+        super().__init__(recipe.model, names, recipe.config, recipe.text, tasks)
         self.grid = grid
         self.options = options or recipe.config.flower
         self.modalities = {n: recipe.datamodule.modality(n) for n in names}
@@ -131,7 +133,7 @@ class FlowerFederation(RoundLoop):
         reached = [n for n in chosen if n in self.nodes]
         failures = {n: "no node plays this client" for n in chosen if n not in self.nodes}
         bank = self.server.bank_snapshot()
-        shared = shared_records(self.server.shared, bank, self.server.strategy.broadcast())
+        shared = shared_records(self.server.shared, bank, self.server.broadcast())
         messages = [
             Message(
                 fit_ins_to_records(self.server.fit_ins(round_, n), n, shared),
