@@ -23,6 +23,7 @@ NAMES = [
     "02_federated_quickstart",
     "03_spectral_bank",
     "04_new_task",
+    "05_many_tasks",
 ]
 DATA_VARIABLE = "OMNIFM_SHARED_DATA"  # where notebook 01 looks for ../shared/data
 

@@ -104,6 +104,31 @@ def model_overrides(model: dict[str, Any]) -> list[str]:
     ]
 
 
+def tiny_multitask(
+    recipe: Path, spec: dict[str, Any], root: Path
+) -> tuple[dict[str, Any], list[str], int]:
+    """A many-task recipe with every task and its data made tiny as above (written whole: its
+    tasks sit in a dict, out of reach of command-line overrides), the overrides left, and the
+    number of clients. Every task gets the same small backbone, as they share it; 24-pixel
+    super-resolution inputs, as that backbone's pyramid needs them."""
+    tasks = spec["model"]["init_args"]["tasks"]
+    datas = spec["data"]["init_args"]["tasks"]
+    for name, model in tasks.items():
+        args = model["init_args"] = dict(model["init_args"])
+        args.update(TINY_TASK)
+        args.update(SMALL.get(short(model["class_path"]), {}))
+        args["backbone"] = "test_resnet"
+        if isinstance(args.get("stack"), dict):
+            stack = args["stack"] = dict(args["stack"])
+            stack["init_args"] = {**stack.get("init_args", {}), **TINY_STACK}
+        datas[name] = tiny_data(recipe, datas[name], root)
+        for client in datas[name]["init_args"]["clients"]:
+            if short(client["data"]["class_path"]) == "SuperResolutionDataModule":
+                client["data"]["init_args"]["patch_size"] = 48
+    clients = sum(len(d["init_args"]["clients"]) for d in datas.values())
+    return spec, [], clients + len(tasks)  # each task's mean row
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
@@ -116,9 +141,17 @@ def test_recipe_runs_one_round_on_tiny_data(
 ) -> None:
     # Prepare: the recipe's data at tiny sizes (on the generated files) and a tiny model
     spec = yaml.safe_load(recipe.read_text())
-    data = tiny_data(recipe, spec["data"], fake_shared_data)
-    (tmp_path / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    clients = sum(c.get("partition", {}).get("sites", 1) for c in data["init_args"]["clients"])
+    if short(spec["model"]["class_path"]) == "MultiTask":
+        tiny, overrides, rows = tiny_multitask(recipe, spec, fake_shared_data)
+        config = tmp_path / "recipe.yaml"
+        config.write_text(yaml.safe_dump(tiny, sort_keys=False))
+    else:
+        data = tiny_data(recipe, spec["data"], fake_shared_data)
+        (tmp_path / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        config, overrides = recipe, [f"--data={tmp_path / 'data.yaml'}"]
+        overrides += model_overrides(spec["model"])
+        sites = [c.get("partition", {}).get("sites", 1) for c in data["init_args"]["clients"]]
+        rows = sum(sites) + 1
     monkeypatch.chdir(tmp_path)  # nothing lands in the repo
     monkeypatch.setattr(sys, "argv", ["omnifm"])  # as the console script, not pytest's argv
     # Execute: the console script's entry point
@@ -126,23 +159,26 @@ def test_recipe_runs_one_round_on_tiny_data(
         [
             "fit",
             "--config",
-            str(recipe),
-            f"--data={tmp_path / 'data.yaml'}",
-            *model_overrides(spec["model"]),
+            str(config),
+            *overrides,
             *ONE_ROUND,
             f"--federation.output={tmp_path / 'runs'}",
         ]
     )
-    # Assert: the run's record, with a finite test score of every client
+    # Assert: the run's record, with a finite test score of every client (its task's metric)
     run = tmp_path / "runs" / spec["federation"]["name"] / "version_0"
     assert (run / "checkpoints" / "last.pt").is_file() and (run / "config.yaml").is_file()
     results = read_csv(run / "results.csv")
-    assert len(results) == clients + 1 and results[-1]["client"] == "mean"
-    declared = yaml.safe_load((run / "metrics.yaml").read_text())  # the task's main metric
-    metric = f"test/{declared['monitor']}"
-    assert metric in results[0] and declared["modes"][declared["monitor"]] == declared["mode"]
-    scores = {r["client"]: (float(r[metric]), float(r["test/loss"])) for r in results}
-    assert all(math.isfinite(s) for pair in scores.values() for s in pair), (metric, scores)
+    assert len(results) == rows and results[-1]["client"].startswith("mean")
+    declared = yaml.safe_load((run / "metrics.yaml").read_text())  # the tasks' main metrics
+    tasks = declared.get("tasks") or {"": declared}
+    for task in tasks.values():
+        assert declared["modes"][task["monitor"]] == task["mode"]
+    scores = {}
+    for r in results:
+        metric = f"test/{tasks[r.get('task', '')]['monitor']}"
+        scores[r["client"]] = (float(r[metric]), float(r["test/loss"]))
+    assert all(math.isfinite(s) for pair in scores.values() for s in pair), scores
     history = read_csv(run / "history.csv")
     assert {r["client"] for r in history if r["stage"] == "test"} == set(scores)
 

@@ -120,6 +120,8 @@ def test_plain_unet_timm_backbone_and_a_bank() -> None:
     assert plain(batch((16, 16)))[0].shape == (2, 2, 16, 16)
     timm_model = SegmentationTask(2, 1, backbone="test_resnet", embed_dim=16, stack=None)
     assert timm_model(batch((32, 32)))[0].shape == (2, 2, 32, 32)
+    # sides that are not a multiple of the backbone's stride 32 (its pyramid rounds up)
+    assert timm_model(batch((24, 52)))[0].shape == (2, 2, 24, 52)
     full = tiny()
     bank = SpectralBank(8)
     bank.update("a", "ct", torch.randn(4, 8), round=0)

@@ -105,3 +105,19 @@ def test_a_grey_target_is_converted_like_the_image_and_a_wrong_scale_is_named() 
 def test_bad_scale_is_rejected() -> None:
     with pytest.raises(ValueError, match="scale must be 2, 4 or 8"):
         tiny(3)
+
+
+def test_a_timm_backbone_starts_as_bicubic_and_trains_the_stack_on_its_deepest_map() -> None:
+    def factory(dim: int) -> OmniFMStack:
+        return OmniFMStack(dim, spectral_dim=8, low_pass_size=8, num_layers=1, top_k=4)
+
+    model = SuperResolutionTask(3, 2, backbone="test_resnet", embed_dim=16, stack=factory)
+    b = pair(2, lr=24)  # a side the backbone's stride (32) does not divide
+    preds, out = model(b)
+    bicubic = F.interpolate(b["image"], scale_factor=2, mode="bicubic", align_corners=False)
+    assert torch.equal(preds, bicubic)  # the zero head: a fresh model is bicubic upsampling
+    model.head.weight.data.normal_()  # past the zero start, the stack's way in learns
+    model.task_loss(model(b)[0], b).backward()
+    assert out.tokens.shape == (2, 1, 16)  # one token per position of the 1x1 deepest map
+    assert model.bridge.unembed.weight.grad.abs().sum() > 0
+    assert model.parameter_groups()["encoder"] >= {"encoder.backbone.conv1.0.weight"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import timm
+import torch
 import torch.nn.functional as F
 from monai.networks.nets.basic_unet import Down, TwoConv, UpCat
 from torch import Tensor, nn
@@ -96,6 +97,11 @@ class UNetDecoder(nn.Module):
     ``forward(maps, size)`` takes an encoder's maps (shallow to deep, the deepest possibly
     replaced by an enriched bottleneck) and returns ``channels[0]`` channels at ``size``;
     a pyramid that starts below full resolution (timm: stride 2) is interpolated up.
+
+    Sides that are not a multiple of the pyramid's stride: ``UpCat`` pads an upsampled map one
+    short of its skip (max pooling floors odd sides); a timm pyramid's strided convolutions
+    round up instead, so an upsampled map one longer than its skip is resized to it here (a
+    24-pixel image into a ResNet failed at the concatenation before).
     """
 
     def __init__(
@@ -115,10 +121,14 @@ class UNetDecoder(nn.Module):
         )
 
     def forward(self, maps: Sequence[Tensor], size: Sequence[int]) -> Tensor:
+        mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
         x = maps[-1]
         for up, skip in zip(self.ups, reversed(maps[:-1]), strict=True):
-            x = up(x, skip)
+            if any(2 * a > b for a, b in zip(x.shape[2:], skip.shape[2:], strict=True)):
+                grown = F.interpolate(up.upsample(x), size=skip.shape[2:], mode=mode)
+                x = up.convs(torch.cat([skip, grown], dim=1))  # as UpCat, with the skip first
+            else:
+                x = up(x, skip)
         if tuple(x.shape[2:]) != tuple(size):
-            mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
             x = F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
         return x

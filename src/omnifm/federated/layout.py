@@ -88,6 +88,7 @@ class Layout:
             members = tuple(c for c, task in self.task_of.items() if task == t)
             if keys:
                 self.scopes.append(Scope(t, t, keys, members, f"{t}/"))
+        self._sizes = {t: {k: v.numel() for k, v in s.items()} for t, s in states.items()}
         self._initial_personal = {
             t: cpu_copy({k: states[t][k] for k in self.personal[t]}) for t in self.tasks
         }
@@ -157,21 +158,26 @@ class Layout:
                 if scope.name == ACROSS
                 else f"the {len(scope.clients)} clients of task {scope.name!r}"
             )
-            lines.append(f"  shared by {who}: {_modules(scope.keys)}")
+            sizes = self._sizes[scope.task]
+            lines.append(f"  shared by {who}: {_modules(scope.keys, sizes)}")
         for t, keys in self.personal.items():
             label = f"task {t!r}" if self.multi else "the task"
-            lines.append(f"  personal in {label}: {_modules(sorted(keys)) or 'nothing'}")
+            lines.append(f"  personal in {label}: {_modules(sorted(keys), self._sizes[t])}")
         return "\n".join(lines)
 
 
-def _modules(keys: Sequence[str] | set[str]) -> str:
-    """Keys summarised by module, two levels deep, with their count."""
+def _modules(keys: Sequence[str], sizes: Mapping[str, int]) -> str:
+    """Keys summarised by module (two levels deep) with their number of values."""
     groups: dict[str, int] = {}
     for key in keys:
         parts = key.split(".")
         module = ".".join(parts[:2]) if len(parts) > 2 else parts[0]
-        groups[module] = groups.get(module, 0) + 1
-    return ", ".join(f"{m} ({n})" for m, n in groups.items())
+        groups[module] = groups.get(module, 0) + sizes[key]
+    return ", ".join(f"{m} {_count(n)}" for m, n in groups.items()) or "nothing"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
 def client_tasks(model: OmniFMTask | MultiTask, datamodule: Any) -> dict[str, str] | None:
