@@ -150,10 +150,15 @@ def fmt(values: list[float]) -> str:
 
 
 def verdict(diffs: list[float], scale: float) -> str:
-    """``helps``/``hurts`` where every seed agrees and the mean moves more than ``scale``,
-    else ``no clear difference``."""
+    """``helps``/``hurts`` where two or more seeds agree and the mean moves more than
+    ``scale`` (the tasks' main metrics are all higher-is-better); ``no clear difference``
+    otherwise; one seed only says which way it went."""
     mean = statistics.mean(diffs)
-    if abs(mean) > scale and (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)):
+    if abs(mean) <= scale:
+        return "no clear difference"
+    if len(diffs) < 2:
+        return "higher (1 seed)" if mean > 0 else "lower (1 seed)"
+    if all(d > 0 for d in diffs) or all(d < 0 for d in diffs):
         return "helps" if mean > 0 else "hurts"
     return "no clear difference"
 
@@ -209,7 +214,9 @@ def main() -> None:
     todo = [(n, s) for n in runs for s in args.seeds]
     if not args.report_only:
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda job: run_one(job[0], runs[job[0]][0], job[1], args, threads), todo))
+            list(
+                pool.map(lambda job: run_one(job[0], runs[job[0]][0], job[1], args, threads), todo)
+            )
     table: dict[str, dict[str, list[float]]] = {}
     curves: dict[str, dict[str, list[list[float]]]] = {}
     metric: dict[str, str] = {}
@@ -264,8 +271,9 @@ def main() -> None:
         f"({args.rounds} rounds of the recipe's local steps, seeds {seeds}): all tasks "
         "together (**many tasks**), its own task's hospitals only (**own task's "
         "federation**), and **alone** (its own data, its task's model). Test values of the "
-        "hospital's main metric; a verdict says helps or hurts only where every seed agrees "
-        "and the mean difference exceeds 1% of the value. The last column is how much each "
+        "hospital's main metric (all higher is better); a verdict says helps or hurts only where "
+        "two or more seeds agree and the mean difference exceeds 1% of the value (one seed: "
+        "which way it went, with no estimate of noise). The last column is how much each "
         f"validation curve moved over its last fifth. Curves: `{png.name}`."
     )
     record.write(

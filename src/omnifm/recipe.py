@@ -26,10 +26,10 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from omnifm.blocks.stack import OmniFMStack, check_stack_args
+from omnifm.datamodules.multitask import LINKED, MultiTaskDataModule
 from omnifm.federated.config import FederationConfig
 from omnifm.federated.strategies import Strategy
 from omnifm.federated.trainer import TRAINER_DEFAULTS
-from omnifm.datamodules.multitask import LINKED, MultiTaskDataModule
 from omnifm.tasks import MultiTask, OmniFMTask
 
 __all__ = [
@@ -139,16 +139,21 @@ def _root_cause(err: BaseException) -> BaseException:
     return err
 
 
+def _subclass(path: Any, base: type) -> bool:
+    cls = _import(str(path or ""))
+    return isinstance(cls, type) and issubclass(cls, base)
+
+
 def link_tasks(config: Namespace) -> Namespace | None:
     """Many tasks: a copy of ``config`` whose tasks take from their own data what the CLI
     links for one task (``num_classes``, ``in_channels``, ``task_type``, ``questions``);
     ``None`` for a single-task recipe. Each task's datamodule is built once here to read them,
     as LightningCLI's links read the one datamodule it builds."""
     model = config.get("model") or Namespace()
-    if _import(str(model.get("class_path", ""))) is not MultiTask:
+    if not _subclass(model.get("class_path"), MultiTask):
         return None
     data = config.get("data") or Namespace()
-    if _import(str(data.get("class_path", ""))) is not MultiTaskDataModule:
+    if not _subclass(data.get("class_path"), MultiTaskDataModule):
         raise ValueError(
             "model omnifm.tasks.MultiTask needs data omnifm.datamodules.MultiTaskDataModule "
             "with the same task names"

@@ -363,7 +363,9 @@ def plot_metric(runs: Sequence[RunLog], metric: str) -> Figure:
         modality = next((r.modality(client) for r in runs if client in r.clients()), "")
         title = client if modality in ("", "-", client) else f"{client} ({modality})"
         task = next((r.task(client) for r in runs if client in r.clients()), "")
-        ax.set_title(f"{task}: {title}" if task and not client.startswith("mean:") else title, fontsize=9)
+        ax.set_title(
+            f"{task}: {title}" if task and not client.startswith("mean:") else title, fontsize=9
+        )
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[len(clients) :]:

@@ -58,13 +58,16 @@ def tiny_federation(
 
 def tiny_multitask(stack: bool = True) -> MultiTask:
     """Phantom classification and segmentation sharing a small timm backbone and the stack."""
+
     def factory(dim: int) -> OmniFMStack:
         return OmniFMStack(dim, spectral_dim=8, low_pass_size=8, num_layers=1, top_k=4)
 
     common = {"in_channels": 1, "backbone": "test_resnet", "embed_dim": 16}
     return MultiTask(
         {
-            "grading": ClassificationTask(num_classes=4, stack=factory if stack else None, **common),
+            "grading": ClassificationTask(
+                num_classes=4, stack=factory if stack else None, **common
+            ),
             "organs": SegmentationTask(num_classes=2, stack=factory if stack else None, **common),
         }
     )
@@ -92,9 +95,10 @@ def tiny_multitask_data(n: int = 16) -> MultiTaskDataModule:
 def tiny_multitask_federation(
     tmp_path: Path, strategy: Strategy, rounds: int = 2, **kwargs
 ) -> Federation:
+    data = kwargs.pop("data", None) or tiny_multitask_data()
     config = FederationConfig(
         rounds=rounds, strategy=strategy, output=str(tmp_path), name="test", **kwargs
     )
     trainer = {"max_steps": 2, "accelerator": "cpu", "deterministic": True}
     seed_everything(0, verbose=False)
-    return Federation(tiny_multitask(), tiny_multitask_data(), config, trainer)
+    return Federation(tiny_multitask(), data, config, trainer)

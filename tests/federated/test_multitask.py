@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from omnifm.cli import OmniFMCLI
+from omnifm.datamodules import ClientSource, FederatedDataModule, MultiTaskDataModule
 from omnifm.federated import FedAdam, FedAvg, FitRes, OmniFM, Strategy
 from omnifm.report import format_markdown, load_run, summarize
 from omnifm.tasks import ClassificationTask, MultiTask, SegmentationTask, SuperResolutionTask
 
 from ..tiny_recipes import tiny_multitask, write_recipe
-from .helpers import tiny_multitask_federation
+from .helpers import tiny_multitask_data, tiny_multitask_federation
+from .test_engine import FaultyPhantom
 
 GRADING, ORGANS = ("ct", "mri"), ("ultrasound", "pathology")
 
@@ -132,8 +134,10 @@ def test_a_two_task_recipe_runs_through_the_cli_and_reports_by_task(tmp_path: Pa
     ]
     assert "test/acc" in rows[0] and "test/dice" in rows[3] and "test/dice" not in rows[0]
     run = load_run(tmp_path / "runs" / "tasks")
-    report = format_markdown(summarize(run and [run]))
-    assert report.index("## task grading") < report.index("### acc") < report.index("## task organs")
+    report = format_markdown(summarize([run]))
+    assert (
+        report.index("## task grading") < report.index("### acc") < report.index("## task organs")
+    )
     assert report.index("## task organs") < report.index("### dice")
 
 
@@ -149,3 +153,25 @@ def test_a_recipe_whose_tasks_disagree_on_the_backbone_stops_with_the_reason(
     err = capsys.readouterr().err
     assert "shared part 'encoder.backbone' with different shapes" in err
     assert not (tmp_path / "runs").exists()  # before any round
+
+
+def test_a_crashing_hospital_of_one_task_is_left_out_and_the_others_aggregate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: a third grading hospital whose image export breaks mid-epoch
+    data = tiny_multitask_data()
+    sizes = {"num_train": 16, "num_val": 8, "num_test": 8, "size": 16}
+    crash = ClientSource("crash", FaultyPhantom("crash", modality="xray", **sizes))
+    grading = [*data.tasks["grading"].sources, crash]
+    tasks = {**data.tasks, "grading": FederatedDataModule(grading, in_channels=1, batch_size=8)}
+    run = tiny_multitask_federation(
+        tmp_path, OmniFM(), rounds=1, eval_every=10, data=MultiTaskDataModule(tasks)
+    )
+    sent = _capture(run)
+    # Execute
+    rows = run.fit()
+    # Assert
+    assert sorted(r.client for r in sent) == sorted(GRADING + ORGANS)
+    assert "PACS export" in caplog.text and run.personal_state("crash") is None
+    grading_rows = [r["client"] for r in rows if r["task"] == "grading"]
+    assert grading_rows == [*GRADING, "crash", "mean:grading"]

@@ -218,4 +218,3 @@ class Federation(RoundLoop):
         path = super().checkpoint()
         self.store.collect()  # spilled states the checkpoint no longer needs
         return path
-

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -149,7 +149,11 @@ class RoundLoop:
             self._resume(ckpt_path)
         else:
             self._new_run()
-        log.info("what is shared with whom (%s):\n%s", self.config.strategy, self.server.layout.describe())
+        log.info(
+            "what is shared with whom (%s):\n%s",
+            self.config.strategy,
+            self.server.layout.describe(),
+        )
         return self._run_dir()
 
     def warmup(self) -> None:
@@ -333,15 +337,20 @@ class RoundLoop:
 
     def _write_metric_modes(self) -> None:
         """``metrics.yaml``: the task's main metric and which direction is better for each
-        metric, so ``omnifm report`` reads them instead of guessing from names."""
+        metric, so ``omnifm report`` reads them instead of guessing from names. Many tasks:
+        the first task's main metric at the top (for readers of one task), every task's
+        under ``tasks``, and the directions of all their metrics."""
         assert self.run_dir is not None
         tasks = self.server.layout.tasks
-        modes: dict[str, Any] = {}
-        for task, model in tasks.items():
-            modes.setdefault("monitor", model.monitor)  # the first task's, for one-task readers
-            modes.setdefault("mode", model.mode)
-            modes.setdefault("modes", {}).update(model.metric_modes())
-        modes["modes"] = dict(sorted(modes["modes"].items()))
+        first = next(iter(tasks.values()))
+        directions: dict[str, str] = {}
+        for model in tasks.values():
+            directions.update(model.metric_modes())
+        modes: dict[str, Any] = {
+            "monitor": first.monitor,
+            "mode": first.mode,
+            "modes": dict(sorted(directions.items())),
+        }
         if self.server.layout.multi:
             modes["tasks"] = {
                 t: {"monitor": m.monitor, "mode": m.mode, "clients": self._clients_of(t)}

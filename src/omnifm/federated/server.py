@@ -61,13 +61,14 @@ class Server:
         self.prototypes_per_client = prototypes_per_client
         first = next(iter(layout.tasks))
         self.personal_keys = layout.personal[first]  # of the (first) task
-        self.initial_personal = cpu_copy(layout.initial_personal(first))
+        self.initial_personal = layout.initial_personal(first)
         self.shared = cpu_copy(layout.initial_shared())
         self.health: dict[str, float] = {}  # bank health after the latest aggregation
 
     def initial_personal_of(self, client: str) -> dict[str, Tensor]:
-        """Client ``client``'s personal state before its first round (its task's)."""
-        return cpu_copy(self.layout.initial_personal(self.layout.task(client)))
+        """Client ``client``'s personal state before its first round (its task's; the same
+        CPU tensors for every client of the task)."""
+        return self.layout.initial_personal(self.layout.task(client))
 
     def bank_snapshot(self) -> dict[str, Any] | None:
         """The bank as clients receive it (``BankSnapshot`` state); ``None`` without a bank."""

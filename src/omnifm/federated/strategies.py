@@ -72,9 +72,7 @@ class Strategy:
         ``parameter_groups()`` (encoder, stack, head, personal)."""
         return set()
 
-    def bind(
-        self, model: OmniFMTask, num_clients: int = 1, shared: set[str] | None = None
-    ) -> None:
+    def bind(self, model: OmniFMTask, num_clients: int = 1, shared: set[str] | None = None) -> None:
         """Called once by the server before round 1 with the run's model, the number of
         clients that share state through this instance and the state-dict keys it aggregates
         (``None``: every key it does not keep personal). With many tasks the server binds one
@@ -186,9 +184,7 @@ class _ServerOptimizer(Strategy):
         self._parameters: set[str] = set()
         self._state: dict[str, Any] = {"rounds": 0}
 
-    def bind(
-        self, model: OmniFMTask, num_clients: int = 1, shared: set[str] | None = None
-    ) -> None:
+    def bind(self, model: OmniFMTask, num_clients: int = 1, shared: set[str] | None = None) -> None:
         self._parameters = {name for name, _ in model.named_parameters()}
 
     def aggregate(
@@ -319,9 +315,7 @@ class _ServerTensors(Strategy):
         self._server: dict[str, Tensor] = {}
         self._num_clients = 1
 
-    def bind(
-        self, model: OmniFMTask, num_clients: int = 1, shared: set[str] | None = None
-    ) -> None:
+    def bind(self, model: OmniFMTask, num_clients: int = 1, shared: set[str] | None = None) -> None:
         self._num_clients = num_clients
         self._server = _zeros_of_shared(self, model, shared)
 

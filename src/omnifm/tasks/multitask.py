@@ -48,9 +48,7 @@ class MultiTask(LightningModule):
         )
     """
 
-    def __init__(
-        self, tasks: dict[str, OmniFMTask], shared: list[str] | None = None
-    ) -> None:
+    def __init__(self, tasks: dict[str, OmniFMTask], shared: list[str] | None = None) -> None:
         super().__init__()
         if not tasks:
             raise ValueError("tasks is empty; give each task a name and a model")

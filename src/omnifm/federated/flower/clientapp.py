@@ -24,7 +24,6 @@ from lightning.pytorch import Trainer
 from torch import Tensor
 
 from omnifm.federated.client import Client
-from omnifm.federated.layout import Layout, client_tasks
 from omnifm.federated.flower.allowlist import NODE_CONFIG_KEY, Allowlist
 from omnifm.federated.flower.records import (
     CONFIG,
@@ -36,6 +35,7 @@ from omnifm.federated.flower.records import (
     fit_res_to_records,
     tensors,
 )
+from omnifm.federated.layout import Layout, client_tasks
 from omnifm.federated.trainer import client_seed, local_trainer, quiet_lightning, trainer_device
 from omnifm.recipe import Recipe, load_recipe
 
