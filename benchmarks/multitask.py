@@ -163,8 +163,10 @@ def verdict(diffs: list[float], scale: float) -> str:
     return "no clear difference"
 
 
-def last_fifth(curve: list[float]) -> float | None:
-    if len(curve) < 5:
+def late_change(curve: list[float]) -> float | None:
+    """How much a validation curve still moved: over its last fifth, or between its last two
+    points when it has fewer than five."""
+    if len(curve) < 2:
         return None
     return curve[-1] - curve[len(curve) - 1 - max(1, len(curve) // 5)]
 
@@ -235,7 +237,7 @@ def main() -> None:
                 curves.setdefault(hospital, {}).setdefault(setting(name), []).append(curve)
     body = [
         "| task | hospital | metric | many tasks | own task's federation | alone | "
-        "many - own task | verdict | many - alone | verdict | last-fifth change (many/own/alone) |",
+        "many - own task | verdict | many - alone | verdict | late change (many/own/alone) |",
         "|" + "---|" * 11,
     ]
     for hospital, values in table.items():
@@ -253,7 +255,7 @@ def main() -> None:
         moved = []
         for s in SETTINGS:
             runs_s = curves[hospital].get(s) or []
-            changes = [c for c in (last_fifth(r) for r in runs_s) if c is not None]
+            changes = [c for c in (late_change(r) for r in runs_s) if c is not None]
             moved.append(f"{statistics.mean(changes):+.4f}" if changes else "-")
         body.append(
             f"| {task_of[hospital]} | {hospital} | {metric[hospital]} | "
@@ -274,7 +276,8 @@ def main() -> None:
         "hospital's main metric (all higher is better); a verdict says helps or hurts only where "
         "two or more seeds agree and the mean difference exceeds 1% of the value (one seed: "
         "which way it went, with no estimate of noise). The last column is how much each "
-        f"validation curve moved over its last fifth. Curves: `{png.name}`."
+        "validation curve still moved: over its last fifth, or between its last two points "
+        f"for shorter curves. Curves: `{png.name}`."
     )
     record.write(
         Path(args.result),
