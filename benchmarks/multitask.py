@@ -126,7 +126,10 @@ def monitors(folder: Path) -> dict[str, str]:
     return {t: v["monitor"] for t, v in tasks.items()} or {"": declared["monitor"]}
 
 
-def scores(folder: Path, metric: dict[str, str]) -> dict[str, tuple[float, list[float]]]:
+Curve = list[tuple[int, float]]  # (round, validation value)
+
+
+def scores(folder: Path, metric: dict[str, str]) -> dict[str, tuple[float, Curve]]:
     """Hospital -> (test value of its task's main metric, its validation curve)."""
     history = read_csv(folder / "history.csv")
     out = {}
@@ -135,7 +138,7 @@ def scores(folder: Path, metric: dict[str, str]) -> dict[str, tuple[float, list[
             continue
         key = metric[row["task"]] if "task" in row else next(iter(metric.values()))
         curve = [
-            float(r[f"val/{key}"])
+            (int(r["round"]), float(r[f"val/{key}"]))
             for r in history
             if r["stage"] == "validate" and r["client"] == row["client"] and r.get(f"val/{key}")
         ]
@@ -163,15 +166,15 @@ def verdict(diffs: list[float], scale: float) -> str:
     return "no clear difference"
 
 
-def late_change(curve: list[float]) -> float | None:
+def late_change(curve: Curve) -> float | None:
     """How much a validation curve still moved: over its last fifth, or between its last two
     points when it has fewer than five."""
     if len(curve) < 2:
         return None
-    return curve[-1] - curve[len(curve) - 1 - max(1, len(curve) // 5)]
+    return curve[-1][1] - curve[len(curve) - 1 - max(1, len(curve) // 5)][1]
 
 
-def plot(curves: dict[str, dict[str, list[list[float]]]], metric: dict[str, str], path: Path):
+def plot(curves: dict[str, dict[str, list[Curve]]], metric: dict[str, str], path: Path) -> None:
     from matplotlib.figure import Figure
 
     hospitals = list(curves)
@@ -185,11 +188,12 @@ def plot(curves: dict[str, dict[str, list[list[float]]]], metric: dict[str, str]
             runs = by_setting.get(name) or []
             if runs:
                 n = min(len(r) for r in runs)
-                mean = [statistics.mean(r[k] for r in runs) for k in range(n)]
-                ax.plot(range(1, n + 1), mean, color=f"C{i}", label=name, marker="o", ms=2)
+                mean = [statistics.mean(r[k][1] for r in runs) for k in range(n)]
+                rounds = [r for r, _ in runs[0][:n]]
+                ax.plot(rounds, mean, color=f"C{i}", label=name, marker="o", ms=2)
         ax.set_title(f"{hospital} (val/{task})", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.set_xlabel("evaluation")
+        ax.set_xlabel("round")
     for ax in axes[len(hospitals) :]:
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -220,7 +224,7 @@ def main() -> None:
                 pool.map(lambda job: run_one(job[0], runs[job[0]][0], job[1], args, threads), todo)
             )
     table: dict[str, dict[str, list[float]]] = {}
-    curves: dict[str, dict[str, list[list[float]]]] = {}
+    curves: dict[str, dict[str, list[Curve]]] = {}
     metric: dict[str, str] = {}
     task_of: dict[str, str] = {}
     for name, (_, hospitals) in runs.items():
