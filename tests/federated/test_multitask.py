@@ -10,7 +10,7 @@ import torch
 
 from omnifm.cli import OmniFMCLI
 from omnifm.datamodules import ClientSource, FederatedDataModule, MultiTaskDataModule
-from omnifm.federated import FedAdam, FedAvg, FitRes, OmniFM, Strategy
+from omnifm.federated import FedAdam, FedAvg, FedPer, FitRes, Krum, OmniFM, Strategy
 from omnifm.report import format_markdown, load_run, summarize
 from omnifm.tasks import ClassificationTask, MultiTask, SegmentationTask, SuperResolutionTask
 
@@ -175,3 +175,11 @@ def test_a_crashing_hospital_of_one_task_is_left_out_and_the_others_aggregate(
     assert "PACS export" in caplog.text and run.personal_state("crash") is None
     grading_rows = [r["client"] for r in rows if r["task"] == "grading"]
     assert grading_rows == [*GRADING, "crash", "mean:grading"]
+
+
+def test_an_aggregator_that_needs_more_clients_than_a_task_has_stops_before_round_one(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match=r"needs 3 clients a round, but scope 'grading' has 2"):
+        tiny_multitask_federation(tmp_path, FedPer(), rounds=1, aggregator=Krum())
+    assert not (tmp_path / "test").exists()

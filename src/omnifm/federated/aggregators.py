@@ -18,6 +18,8 @@ States = Sequence[Mapping[str, Tensor]]
 class Aggregator:
     """The example-weighted mean (FedAvg's rule); subclasses replace ``__call__``."""
 
+    min_clients = 1  # fewer states a round cannot be aggregated (checked per scope up front)
+
     def __call__(self, states: States, num_examples: Sequence[int]) -> dict[str, Tensor]:
         return weighted_average(states, [float(n) for n in num_examples])
 
@@ -62,6 +64,10 @@ class Krum(Aggregator):
             raise ValueError(f"Krum needs byzantine >= 0 and keep >= 1, got {byzantine}, {keep}")
         self.byzantine = byzantine
         self.keep = keep
+
+    @property
+    def min_clients(self) -> int:  # type: ignore[override]
+        return self.byzantine + 3
 
     def __call__(self, states: States, num_examples: Sequence[int]) -> dict[str, Tensor]:
         chosen = krum_select(states, self.byzantine, min(self.keep, len(states)))

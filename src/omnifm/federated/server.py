@@ -51,6 +51,15 @@ class Server:
             scope.name: strategy if scope.name == ACROSS else copy.deepcopy(strategy)
             for scope in layout.scopes
         }
+        need = aggregator.min_clients if aggregator is not None else 1
+        small = [s for s in layout.scopes if len(s.clients) < need]
+        if small:  # before round 1: with many tasks each task's part has only its clients
+            raise ValueError(
+                f"federation.aggregator {aggregator} needs {need} clients a round, but "
+                + ", ".join(f"scope {s.name!r} has {len(s.clients)}" for s in small)
+                + " (with many tasks, each task's own part is aggregated among that task's "
+                "clients only); lower its byzantine, or use Median or TrimmedMean"
+            )
         for scope in layout.scopes:
             self.strategies[scope.name].bind(
                 layout.tasks[scope.task], len(scope.clients), set(scope.keys)
