@@ -65,6 +65,16 @@ def last_state(output: Path, name: str) -> dict:
     return load_checkpoint(output / name / "version_0" / "checkpoints" / "last.pt")
 
 
+def both_backends(recipe: Path, name: str) -> tuple[list[dict], list[dict], dict, dict]:
+    """``recipe`` in process (one torch thread) and on Flower's simulation: their test rows
+    and final checkpoints (Flower's first)."""
+    with torch_threads(1):
+        inprocess = fit(recipe, recipe.parent / "inprocess")
+    flower = fit(recipe, recipe.parent / "flower", "--federation.backend=flower")
+    states = [last_state(recipe.parent / where, name) for where in ("flower", "inprocess")]
+    return flower, inprocess, *states
+
+
 def assert_same_server_state(flower: dict, inprocess: dict) -> None:
     assert flower["round"] == inprocess["round"] == 2
     shared, reference = flower["server"]["shared"], inprocess["server"]["shared"]
@@ -109,13 +119,7 @@ def test_simulation_of_a_strategy_with_client_state_matches_in_process(
     context state; the run ends where the in-process one (client store) does."""
     pytest.importorskip("ray", reason="Flower's simulation needs Ray: pip install 'omnifm[flower]'")
     recipe = write_recipe(tmp_path, "tiny", strategy=strategy)
-    with torch_threads(1):
-        want = fit(recipe, tmp_path / "inprocess")
-    rows = fit(recipe, tmp_path / "flower", "--federation.backend=flower")
-    flower, inprocess = (
-        last_state(tmp_path / "flower", "tiny"),
-        last_state(tmp_path / "inprocess", "tiny"),
-    )
+    rows, want, flower, inprocess = both_backends(recipe, "tiny")
     assert_same_server_state(flower, inprocess)
     for key, value in inprocess["server"]["strategy"].get("c", {}).items():  # SCAFFOLD's c
         assert value.abs().sum() > 0 and torch.equal(flower["server"]["strategy"]["c"][key], value)
@@ -129,13 +133,7 @@ def test_simulation_of_a_two_task_federation_matches_in_process(tmp_path: Path) 
     pytest.importorskip("ray", reason="Flower's simulation needs Ray: pip install 'omnifm[flower]'")
     model, data = tiny_multitask()
     recipe = write_recipe(tmp_path, "tasks", model=model, data=data, strategy="FedAdam")
-    with torch_threads(1):
-        want = fit(recipe, tmp_path / "inprocess")
-    rows = fit(recipe, tmp_path / "flower", "--federation.backend=flower")
-    flower, inprocess = (
-        last_state(tmp_path / "flower", "tasks"),
-        last_state(tmp_path / "inprocess", "tasks"),
-    )
+    rows, want, flower, inprocess = both_backends(recipe, "tasks")
     assert_same_server_state(flower, inprocess)
     assert any(k.startswith("organs/") for k in flower["server"]["shared"])
     moments = inprocess["server"]["strategy"]["scopes"]["organs"]["m"]
