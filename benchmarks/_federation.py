@@ -1,5 +1,5 @@
-"""Shared setup of the federation benchmarks (``federation_time.py``, ``federation_profile.py``,
-``federation_memory.py``): phantom clients, the classification model, a ``Federation`` driven
+"""Shared setup of the federation benchmarks ``federation_time.py`` and
+``federation_profile.py``: phantom clients, the classification model, a ``Federation`` driven
 step by step through ``RoundLoop``'s public steps (``start``, ``warmup``, ``fit_round``,
 ``checkpoint``), and one plain Lightning fit of the same optimizer steps.
 

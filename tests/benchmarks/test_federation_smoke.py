@@ -1,4 +1,4 @@
-"""Smoke tests: the federation benchmarks (time, profile, memory) run at their smallest setting
+"""Smoke tests: the federation benchmarks (time, profile, scale) run at their smallest setting
 and report."""
 
 from __future__ import annotations
@@ -66,15 +66,40 @@ def test_federation_profile_smallest_setting(tmp_path: Path) -> None:
     assert len(_table(lines, "| function | own (s) |")) == 5
 
 
-def test_federation_memory_smallest_setting(tmp_path: Path) -> None:
-    args = ["--client-counts", "2", "4", "--per-round", "2", "--rounds", "1"]
-    lines = run_script("federation_memory", args, tmp_path)
-    memory = _table(lines, "| clients |")
-    assert [r["clients"] for r in memory] == ["2", "4"]
-    for cells in memory:
-        assert float(cells["peak RSS ru_maxrss (MB)"]) > 0
-        assert int(cells["personal state per client (B)"].replace(",", "")) > 0
-    assert any(line.startswith("Per extra client = (peak(4) - peak(2)) / 2") for line in lines)
+def test_scale_smallest_setting(tmp_path: Path, medmnist_dir: Path) -> None:
+    out = tmp_path / "scale.md"
+    args = ["--counts", "10", "12", "--held", "12", "--rounds", "1", "--fixed", "2"]
+    args += ["--steps", "1", "--parts", "memory", "--backbone", "test_resnet"]
+    args += [
+        "--data",
+        str(medmnist_dir.parent),
+        "--out",
+        str(tmp_path / "runs"),
+        "--result",
+        str(out),
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "scale.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = out.read_text().splitlines()
+    rows = _table(lines, "| clients |")
+    assert [(r["clients"], r["aggregation"]) for r in rows] == [
+        ("10", "streamed"),
+        ("12", "streamed"),
+        ("12", "held"),
+    ]
+    for cells in rows:
+        assert float(cells["peak RSS (MB)"].replace(",", "")) > 0
+        assert int(cells["bank entries"]) > 0
+    assert any(
+        line.startswith("Memory per extra client = (peak(12) - peak(10)) / 2") for line in lines
+    )
+    assert out.with_suffix(".png").stat().st_size > 0
 
 
 def _table(lines: list[str], header_start: str) -> list[dict[str, str]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import seed_everything
 
@@ -15,6 +18,7 @@ from omnifm.datamodules import (
     PhantomSegmentationDataModule,
 )
 from omnifm.federated import Federation, FederationConfig, Strategy
+from omnifm.federated.messages import FitRes
 from omnifm.tasks import ClassificationTask, MultiTask, SegmentationTask
 
 MODALITIES = ("ct", "mri", "ultrasound")
@@ -102,3 +106,19 @@ def tiny_multitask_federation(
     trainer = {"max_steps": 2, "accelerator": "cpu", "deterministic": True}
     seed_everything(0, verbose=False)
     return Federation(tiny_multitask(), data, config, trainer)
+
+
+def capture_results(run: Any) -> list[FitRes]:
+    """Every result ``run``'s clients send the server, with its weights (the server releases
+    them once folded in, so each is recorded as it arrives)."""
+    sent: list[FitRes] = []
+    fit_clients = run.fit_clients
+
+    def spy(round_: int, chosen: list[str]) -> Iterator[tuple[str, FitRes | str]]:
+        for name, result in fit_clients(round_, chosen):
+            if isinstance(result, FitRes):
+                sent.append(dataclasses.replace(result, weights=dict(result.weights)))
+            yield name, result
+
+    run.fit_clients = spy
+    return sent

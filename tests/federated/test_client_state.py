@@ -137,7 +137,8 @@ def test_feddyn_term_and_server_state_follow_acar_et_al() -> None:
         {"w": torch.tensor([1.0])},
         [{"w": torch.tensor([3.0])}, {"w": torch.tensor([5.0])}],
     )
-    h = feddyn_server_update({"w": torch.zeros(1)}, current, clients, 0.5, num_clients=4)
+    client_sum = {"w": clients[0]["w"] + clients[1]["w"]}
+    h = feddyn_server_update({"w": torch.zeros(1)}, current, client_sum, 2, 0.5, num_clients=4)
     torch.testing.assert_close(h["w"], torch.tensor([-0.75]))
     # the strategy sends mean theta_k - h / alpha = 4 + 1.5
     strategy = FedDyn(alpha=0.5)

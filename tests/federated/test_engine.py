@@ -20,7 +20,7 @@ from omnifm.federated import (
 )
 from omnifm.federated.checkpoint import load_checkpoint
 
-from .helpers import tiny_data, tiny_federation
+from .helpers import capture_results, tiny_data, tiny_federation
 
 
 class Crashing(Dataset):
@@ -73,9 +73,7 @@ def faulty_data() -> FederatedDataModule:
 def test_personal_parameters_never_leave_a_client(tmp_path: Path) -> None:
     # Prepare
     run = tiny_federation(tmp_path, FedPer(), rounds=2)
-    sent = []
-    aggregate = run.server.aggregate
-    run.server.aggregate = lambda r, results: (sent.extend(results), aggregate(r, results))[1]
+    sent = capture_results(run)
     # Execute
     run.fit()
     # Assert
@@ -157,9 +155,7 @@ def test_crashing_and_nan_clients_are_left_out(tmp_path: Path, caplog) -> None:
     run = tiny_federation(
         tmp_path, OmniFM(), rounds=2, data=faulty_data(), min_clients=2, eval_every=10
     )
-    sent = []
-    aggregate = run.server.aggregate
-    run.server.aggregate = lambda r, results: (sent.extend(results), aggregate(r, results))[1]
+    sent = capture_results(run)
     rows = run.fit()
     assert sorted({r.client for r in sent}) == ["ct", "mri"]
     assert all(torch.isfinite(v).all() for v in run.server.shared.values() if v.is_floating_point())

@@ -8,6 +8,7 @@ import csv
 import io
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,12 +84,12 @@ def faulty_run(folder: Path, kill_in: int | None = None) -> Federation:
     run = tiny_federation(folder, OmniFM(), rounds=ROUNDS, data=data, min_clients=1)
     fit_clients = run.fit_clients
 
-    def scheduled(round_: int, chosen: list[str]) -> tuple:
+    def scheduled(round_: int, chosen: list[str]) -> Iterator[tuple]:
         if round_ == 2:  # the hospital's share is unmounted before round 2
             shutil.rmtree(data_dir, ignore_errors=True)
         schedule.round = round_
         try:
-            return fit_clients(round_, chosen)
+            yield from fit_clients(round_, chosen)
         finally:
             schedule.round = 0
 

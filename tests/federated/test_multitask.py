@@ -15,17 +15,10 @@ from omnifm.report import format_markdown, load_run, summarize
 from omnifm.tasks import ClassificationTask, MultiTask, SegmentationTask, SuperResolutionTask
 
 from ..tiny_recipes import tiny_multitask, write_recipe
-from .helpers import tiny_multitask_data, tiny_multitask_federation
+from .helpers import capture_results, tiny_multitask_data, tiny_multitask_federation
 from .test_engine import FaultyPhantom
 
 GRADING, ORGANS = ("ct", "mri"), ("ultrasound", "pathology")
-
-
-def _capture(run) -> list[FitRes]:
-    sent: list[FitRes] = []
-    aggregate = run.server.aggregate
-    run.server.aggregate = lambda r, results: (sent.extend(results), aggregate(r, results))[1]
-    return sent
 
 
 def _mean(results: list[FitRes], key: str) -> torch.Tensor:
@@ -39,7 +32,7 @@ def test_shared_state_is_averaged_over_every_client_and_task_state_within_its_ta
 ) -> None:
     # Prepare: FedAvg keeps nothing personal, so heads are aggregated within their task
     run = tiny_multitask_federation(tmp_path, FedAvg(), rounds=1, eval_every=10)
-    sent = _capture(run)
+    sent = capture_results(run)
     # Execute
     run.fit()
     # Assert: the backbone is the mean of all four hospitals, a head the mean of its task's two
@@ -66,7 +59,7 @@ def test_shared_state_is_averaged_over_every_client_and_task_state_within_its_ta
 
 def test_personal_parts_never_leave_a_client(tmp_path: Path) -> None:
     run = tiny_multitask_federation(tmp_path, OmniFM(), rounds=2, eval_every=10)
-    sent = _capture(run)
+    sent = capture_results(run)
     run.fit()
     personal = {"head.weight", "head.bias", "stack.psp.suffix"}
     assert len(sent) == 8 and all(personal.isdisjoint(r.weights) for r in sent)
@@ -167,7 +160,7 @@ def test_a_crashing_hospital_of_one_task_is_left_out_and_the_others_aggregate(
     run = tiny_multitask_federation(
         tmp_path, OmniFM(), rounds=1, eval_every=10, data=MultiTaskDataModule(tasks)
     )
-    sent = _capture(run)
+    sent = capture_results(run)
     # Execute
     rows = run.fit()
     # Assert

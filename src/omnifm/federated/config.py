@@ -68,6 +68,9 @@ class FederationConfig:
     # MiB of client states (personal weights, a strategy's client state such as Ditto's model)
     # kept in memory; the least recently used beyond it go to RUN/client_states/ (none: no limit)
     client_memory: NonNegativeFloat | None = 1024.0
+    # MiB a robust aggregator (Median, TrimmedMean, Krum) may hold: it keeps every sampled
+    # client's shared state until the round ends (the Mean streams: one state for any number)
+    aggregation_memory: NonNegativeFloat | None = 8192.0
     bank: BankConfig = field(default_factory=BankConfig)
     backend: Literal["inprocess", "flower"] = "inprocess"  # flower: pip install omnifm[flower]
     flower: FlowerConfig = field(default_factory=FlowerConfig)

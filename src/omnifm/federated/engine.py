@@ -108,9 +108,7 @@ class Federation(RoundLoop):
             model.cpu()
         return uploads
 
-    def fit_clients(self, round_: int, chosen: list[str]) -> tuple[list[FitRes], dict[str, str]]:
-        results: list[FitRes] = []
-        failures: dict[str, str] = {}
+    def fit_clients(self, round_: int, chosen: list[str]) -> Iterator[tuple[str, FitRes | str]]:
         for i, name in enumerate(chosen, start=1):
             start = time.perf_counter()
             try:
@@ -125,18 +123,18 @@ class Federation(RoundLoop):
                     )
                     self._keep(client, round_)
             except Exception as err:  # a failing hospital must not stop the federation
-                failures[name] = f"{type(err).__name__}: {err}"
+                why = f"{type(err).__name__}: {err}"
                 log.warning(
                     "  [%d/%d] %s failed and is left out of round %d: %s\n%s",
                     i,
                     len(chosen),
                     name,
                     round_,
-                    failures[name],
+                    why,
                     traceback.format_exc(limit=3),
                 )
+                yield name, why
                 continue
-            results.append(res)
             loss = res.metrics.get("train/loss", float("nan"))
             log.info(
                 "  [%d/%d] %-16s %-12s loss %.4f  %5.1fs",
@@ -147,7 +145,7 @@ class Federation(RoundLoop):
                 loss,
                 time.perf_counter() - start,
             )
-        return results, failures
+            yield name, res
 
     def evaluate_clients(self, stage: Stage) -> list[dict[str, Any]]:
         bank = self.server.bank_snapshot()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -95,6 +95,7 @@ class RoundLoop:
             cfg.bank.prototypes_per_client,
             cfg.aggregator,
             tasks,
+            None if cfg.aggregation_memory is None else int(cfg.aggregation_memory * 2**20),
         )
         self.history: list[dict[str, Any]] = []
         self.round = 0
@@ -105,8 +106,11 @@ class RoundLoop:
         """Spectral prototypes of the initial model from every client that could compute them."""
         raise NotImplementedError
 
-    def fit_clients(self, round_: int, chosen: list[str]) -> tuple[list[FitRes], dict[str, str]]:
-        """Local fits of ``chosen``: the results (in ``chosen`` order) and failures by client."""
+    def fit_clients(self, round_: int, chosen: list[str]) -> Iterator[tuple[str, FitRes | str]]:
+        """Local fits of ``chosen``, each ``(client, result)`` as it completes, in ``chosen``
+        order (so aggregation sums in the same order on every backend); ``result`` is the
+        reason as a string for a client that failed. The server folds each result into the
+        round's aggregate before the next arrives."""
         raise NotImplementedError
 
     def evaluate_clients(self, stage: Stage) -> list[dict[str, Any]]:
@@ -173,19 +177,24 @@ class RoundLoop:
         cfg = self.config
         chosen = self.server.sampler.sample(round_)
         log.info("round %d/%d: clients %s", round_, cfg.rounds, ", ".join(chosen))
-        results, failures = self.fit_clients(round_, chosen)
-        if len(results) < cfg.min_clients:
+        received, failures = self.server.begin(round_), {}
+        for client, result in self.fit_clients(round_, chosen):
+            if isinstance(result, str):
+                failures[client] = result
+            else:
+                received.add(result)
+        if len(received) < cfg.min_clients:
             raise FederationError(
-                f"round {round_}: {len(results)} of {len(chosen)} clients succeeded, fewer "
+                f"round {round_}: {len(received)} of {len(chosen)} clients succeeded, fewer "
                 f"than min_clients={cfg.min_clients}; failures: {failures}. The run stopped; "
                 f"its last checkpoint ({self._run_dir() / 'checkpoints' / LAST}) is intact: "
                 "fix the cause, then resume with --ckpt_path last"
             )
-        self.server.aggregate(round_, results)
+        self.server.finish(received)
         self.round = round_
         server_log = self._server_logger()
         server_log.log_metrics(
-            {"round/clients_ok": len(results), "round/clients_failed": len(failures)}, round_
+            {"round/clients_ok": len(received), "round/clients_failed": len(failures)}, round_
         )
         if self.server.bank is not None:
             self._log_bank_health(round_, server_log)

@@ -16,12 +16,12 @@ from omnifm.federated.health import retrieval_health, spread_health
 from omnifm.federated.layout import ACROSS, Layout
 from omnifm.federated.messages import FitIns, FitRes
 from omnifm.federated.sampling import ClientSampler
-from omnifm.federated.strategies import Strategy
+from omnifm.federated.strategies import Round, Strategy
 from omnifm.federated.trainer import client_seed
 from omnifm.tasks.base import OmniFMTask
 from omnifm.tasks.multitask import MultiTask
 
-__all__ = ["Server"]
+__all__ = ["Received", "Server"]
 
 
 class Server:
@@ -43,7 +43,15 @@ class Server:
         prototypes_per_client: int = 8,
         aggregator: Aggregator | None = None,
         tasks: Mapping[str, str] | None = None,
+        aggregation_memory: int | None = None,
     ) -> None:
+        if type(strategy).aggregate is not Strategy.aggregate:
+            raise TypeError(
+                f"strategy {type(strategy).__name__} overrides aggregate(states, ...), which the "
+                "server no longer calls: it folds each client's result in as it arrives. "
+                "Override finish(round) instead, reading round.current, round.mean(), "
+                "round.upload_mean() and round.state_sum() (README: Add a strategy)"
+            )
         self.strategy = strategy
         self.aggregator = aggregator
         self.layout = layout = Layout(model, strategy, tasks if tasks else sampler.clients)
@@ -72,7 +80,35 @@ class Server:
         self.personal_keys = layout.personal[first]  # of the (first) task
         self.initial_personal = layout.initial_personal(first)
         self.shared = cpu_copy(layout.initial_shared())
+        self._check_memory(aggregation_memory)
         self.health: dict[str, float] = {}  # bank health after the latest aggregation
+
+    def aggregation_bytes(self) -> dict[str, int]:
+        """Bytes each scope's aggregation holds in a round of ``sampler.per_round`` clients:
+        one running sum for the mean, every state for a robust aggregator."""
+        rule = self.aggregator or Aggregator()
+        return {
+            scope.name: rule.memory(
+                min(self.sampler.per_round, len(scope.clients)),
+                sum(self.shared[scope.prefix + k].nbytes for k in scope.keys),
+            )
+            for scope in self.layout.scopes
+        }
+
+    def _check_memory(self, limit: int | None) -> None:
+        """Refuse, before round 1, a robust aggregator whose rounds would hold more than
+        ``limit`` bytes of client states."""
+        need = sum(self.aggregation_bytes().values())
+        if limit is None or need <= limit or self.aggregator is None:
+            return
+        per_round = self.sampler.per_round
+        raise ValueError(
+            f"federation.aggregator {self.aggregator} holds every sampled client's shared state "
+            f"until its round ends: {per_round} clients a round need {need / 2**20:,.0f} MiB, "
+            f"above federation.aggregation_memory ({limit / 2**20:,.0f} MiB). Lower "
+            "federation.participation, raise federation.aggregation_memory if the server has "
+            "the memory, or use the streamed Mean"
+        )
 
     def initial_personal_of(self, client: str) -> dict[str, Tensor]:
         """Client ``client``'s personal state before its first round (its task's; the same
@@ -103,22 +139,20 @@ class Server:
             strategy=self.layout.local(task, self.broadcast()),
         )
 
-    def aggregate(self, round_: int, results: list[FitRes]) -> None:
-        """New shared weights from the round's successful results; then refresh the bank."""
+    def begin(self, round_: int) -> Received:
+        """An empty round: the backend adds each client's result as it arrives."""
+        return Received(self, round_)
+
+    def finish(self, received: Received) -> None:
+        """New shared weights from the round's folded results; then refresh the bank."""
+        round_, results = received.round, received.results
         if not results:
             raise ValueError(f"round {round_}: no results to aggregate")
         for scope in self.layout.scopes:  # each among its own clients of the round
-            members = [r for r in results if r.client in scope.clients]
-            if not members:  # none of this task's clients this round: its state stays
+            folded = received.scopes[scope.name]
+            if not folded.clients:  # none of this task's clients this round: its state stays
                 continue
-            keys = set(scope.keys)
-            new = self.strategies[scope.name].aggregate(
-                [{k: r.weights[k] for k in scope.keys} for r in members],
-                [r.num_examples for r in members],
-                {k: self.shared[scope.prefix + k] for k in scope.keys},
-                self.aggregator,
-                [{k: v for k, v in r.strategy.items() if k in keys} for r in members],
-            )
+            new = self.strategies[scope.name].finish(folded)
             self.shared.update({scope.prefix + k: v for k, v in new.items()})
         if self.bank is None:
             return
@@ -130,6 +164,13 @@ class Server:
         for r in results:
             self.upload(r.client, r.modality, r.prototypes, round_)
         self.health.update(spread_health(self.bank, results))
+
+    def aggregate(self, round_: int, results: list[FitRes]) -> None:
+        """``finish`` of a round whose results are all at hand."""
+        received = self.begin(round_)
+        for r in results:
+            received.add(r)
+        self.finish(received)
 
     def upload(self, client: str, modality: str, prototypes: Tensor | None, round_: int) -> None:
         """Replace ``client``'s entries in the bank (warm-up and every fit)."""
@@ -163,3 +204,36 @@ class Server:
             return
         for name, s in self.strategies.items():
             s.load_state_dict(strategy["scopes"].get(name, {}))
+
+
+class Received:
+    """A round's client results as they arrive: each one's shared state (and strategy upload)
+    is folded into its scopes' aggregates at once and then dropped, so the server holds one
+    running aggregate per scope, not a state per client; the small rest (metrics, spectral
+    prototypes, bank hits) is kept for the bank. Nothing changes on the server until
+    ``Server.finish``, so a round that fails leaves its state as it was."""
+
+    def __init__(self, server: Server, round_: int) -> None:
+        self.round = round_
+        self.layout = server.layout
+        self.scopes: dict[str, Round] = {
+            scope.name: server.strategies[scope.name].start(
+                {k: server.shared[scope.prefix + k] for k in scope.keys}, server.aggregator
+            )
+            for scope in server.layout.scopes
+        }
+        self.results: list[FitRes] = []
+
+    def add(self, res: FitRes) -> None:
+        """Fold ``res`` in; its weights and strategy upload are then emptied (released)."""
+        for scope in self.layout.scopes:
+            if res.client in scope.clients:
+                keys = set(scope.keys)
+                upload = {k: v for k, v in res.strategy.items() if k in keys}
+                weights = {k: res.weights[k] for k in scope.keys}
+                self.scopes[scope.name].add(weights, res.num_examples, upload)
+        res.weights, res.strategy = {}, {}  # whoever still holds res, not its tensors
+        self.results.append(res)
+
+    def __len__(self) -> int:
+        return len(self.results)

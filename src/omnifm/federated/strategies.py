@@ -19,7 +19,7 @@ from lightning.pytorch import Callback, Trainer
 from torch import Tensor, nn
 
 from omnifm.blocks import GlobalGuidance
-from omnifm.federated.aggregators import Aggregator
+from omnifm.federated.aggregators import Aggregator, Mean, RunningSum
 from omnifm.federated.callbacks import (
     CategoryGuidance,
     ControlVariates,
@@ -40,6 +40,7 @@ from omnifm.tasks.base import OmniFMTask
 __all__ = [
     "MOON",
     "SCAFFOLD",
+    "BatchRound",
     "Ditto",
     "FedAdagrad",
     "FedAdam",
@@ -54,6 +55,7 @@ __all__ = [
     "LocalFit",
     "LocalRound",
     "OmniFM",
+    "Round",
     "Strategy",
 ]
 
@@ -62,9 +64,82 @@ __all__ = [
 LocalFit = Callable[[list[Callback], int], Trainer]
 
 
+class Round:
+    """One round of a strategy's aggregation, streamed: each client's shared state, example
+    count and upload (``LocalRound.upload``) are folded in as they arrive, so the server holds
+    one running sum whatever the number of clients (a robust aggregator holds the states; see
+    ``omnifm.federated.aggregators``). Strategies read the round's statistics in ``finish``."""
+
+    def __init__(self, current: dict[str, Tensor], aggregator: Aggregator, sum_states: bool):
+        self.current = current  # the shared state the round started from
+        self.clients = 0
+        self._states = aggregator.start()
+        self._uploads = RunningSum()  # of the clients that sent an upload
+        self._sum = RunningSum() if sum_states else None
+
+    def add(self, state: Mapping[str, Tensor], num_examples: int, upload: Mapping[str, Tensor]):
+        self._states.add(state, float(num_examples))
+        if upload:  # a client without local steps sends none
+            self._uploads.add(upload)
+        if self._sum is not None:
+            self._sum.add(state)
+        self.clients += 1
+
+    def mean(self) -> dict[str, Tensor]:
+        """The aggregator's result over the clients' states (the weighted mean by default)."""
+        return self._states.result()
+
+    def upload_mean(self) -> tuple[dict[str, Tensor], int]:
+        """The mean of the uploads and how many clients sent one."""
+        n = self._uploads.count
+        return ({k: v / n for k, v in self._uploads.sum.items()} if n else {}), n
+
+    def state_sum(self) -> dict[str, Tensor]:
+        """The unweighted sum of the clients' states (strategies with ``sums_states``)."""
+        assert self._sum is not None, "the strategy did not ask for sums_states"
+        return self._sum.sum
+
+
+class BatchRound(Round):
+    """A round whose results are all held, its statistics computed from the whole list with
+    the batch functions of ``omnifm.functional`` (``Strategy.aggregate``)."""
+
+    def __init__(self, current: dict[str, Tensor], aggregator: Aggregator, sum_states: bool):
+        super().__init__(current, aggregator, sum_states)
+        self.aggregator = aggregator
+        self.states: list[Mapping[str, Tensor]] = []
+        self.num_examples: list[int] = []
+        self.uploads: list[Mapping[str, Tensor]] = []
+
+    def add(self, state: Mapping[str, Tensor], num_examples: int, upload: Mapping[str, Tensor]):
+        self.states.append(state)
+        self.num_examples.append(num_examples)
+        if upload:
+            self.uploads.append(upload)
+        self.clients += 1
+
+    def mean(self) -> dict[str, Tensor]:
+        if not self.states:
+            raise ValueError("weighted_average needs at least one state")
+        if type(self.aggregator) is Mean:
+            return weighted_average(self.states, [float(n) for n in self.num_examples])
+        return self.aggregator(self.states, self.num_examples)
+
+    def upload_mean(self) -> tuple[dict[str, Tensor], int]:
+        sent = self.uploads
+        if not sent:
+            return {}, 0
+        return {k: torch.stack([u[k] for u in sent]).mean(0) for k in sent[0]}, len(sent)
+
+    def state_sum(self) -> dict[str, Tensor]:
+        return {k: torch.stack([s[k] for s in self.states]).sum(0) for k in self.states[0]}
+
+
 class Strategy:
     """FedAvg's rules; subclasses change what stays personal, aggregation, server or client
     state, and local training."""
+
+    sums_states = False  # whether ``finish`` reads ``Round.state_sum`` (FedDyn's)
 
     # server side -------------------------------------------------------------------------------
     def personal_keys(self, model: OmniFMTask) -> set[str]:
@@ -83,6 +158,17 @@ class Strategy:
         SCAFFOLD's control variate); default: none."""
         return {}
 
+    def start(self, current: dict[str, Tensor], aggregator: Aggregator | None = None) -> Round:
+        """An empty round of this strategy's aggregation, which the server folds each client's
+        result into as it arrives (``Round.add``) and then ``finish``es."""
+        return Round(current, aggregator or Mean(), sum_states=self.sums_states)
+
+    def finish(self, round_: Round) -> dict[str, Tensor]:
+        """New shared state from a round's folded results: ``aggregator`` (the recipe's
+        ``federation.aggregator``; default the example-weighted mean) of the clients' shared
+        states. Strategies with server state step it here from the round's statistics."""
+        return round_.mean()
+
     def aggregate(
         self,
         states: list[dict[str, Tensor]],
@@ -91,12 +177,13 @@ class Strategy:
         aggregator: Aggregator | None = None,
         uploads: Sequence[Mapping[str, Tensor]] = (),
     ) -> dict[str, Tensor]:
-        """New shared state from the clients' shared states: ``aggregator`` (the recipe's
-        ``federation.aggregator``; default the example-weighted mean) of them. ``uploads``:
-        what each client's strategy side sent (``LocalRound.upload``)."""
-        if aggregator is not None:
-            return aggregator(states, num_examples)
-        return weighted_average(states, [float(n) for n in num_examples])
+        """``finish`` of a round whose results are all at hand (``uploads``: what each
+        client's strategy side sent, ``LocalRound.upload``), its statistics computed from
+        the whole list: the reference the server's streamed rounds are tested against."""
+        round_ = BatchRound(current, aggregator or Mean(), self.sums_states)
+        for i, (state, n) in enumerate(zip(states, num_examples, strict=True)):
+            round_.add(state, n, uploads[i] if uploads else {})
+        return self.finish(round_)
 
     def state_dict(self) -> dict[str, Any]:
         """What the server keeps across rounds (default: nothing); saved in every checkpoint."""
@@ -187,15 +274,8 @@ class _ServerOptimizer(Strategy):
     def bind(self, model: OmniFMTask, num_clients: int = 1, shared: set[str] | None = None) -> None:
         self._parameters = {name for name, _ in model.named_parameters()}
 
-    def aggregate(
-        self,
-        states: list[dict[str, Tensor]],
-        num_examples: list[int],
-        current: dict[str, Tensor],
-        aggregator: Aggregator | None = None,
-        uploads: Sequence[Mapping[str, Tensor]] = (),
-    ) -> dict[str, Tensor]:
-        averaged = super().aggregate(states, num_examples, current, aggregator)
+    def finish(self, round_: Round) -> dict[str, Tensor]:
+        averaged, current = round_.mean(), round_.current
         keys = [k for k in averaged if k in self._parameters and averaged[k].is_floating_point()]
         self._state["rounds"] += 1
         stepped = self.step({k: current[k] for k in keys}, {k: averaged[k] for k in keys})
@@ -319,26 +399,6 @@ class _ServerTensors(Strategy):
         self._num_clients = num_clients
         self._server = _zeros_of_shared(self, model, shared)
 
-    def aggregate(
-        self,
-        states: list[dict[str, Tensor]],
-        num_examples: list[int],
-        current: dict[str, Tensor],
-        aggregator: Aggregator | None = None,
-        uploads: Sequence[Mapping[str, Tensor]] = (),
-    ) -> dict[str, Tensor]:
-        averaged = super().aggregate(states, num_examples, current, aggregator)
-        return self.update(averaged, states, current, uploads)
-
-    def update(
-        self,
-        averaged: dict[str, Tensor],
-        states: list[dict[str, Tensor]],
-        current: dict[str, Tensor],
-        uploads: Sequence[Mapping[str, Tensor]],
-    ) -> dict[str, Tensor]:
-        raise NotImplementedError
-
     def state_dict(self) -> dict[str, Any]:
         return {self.key: dict(self._server)}
 
@@ -368,22 +428,16 @@ class SCAFFOLD(_ServerTensors):
     def client_callbacks(self, local: LocalRound) -> list[Callback]:
         return [ControlVariates(local)]
 
-    def update(
-        self,
-        averaged: dict[str, Tensor],
-        states: list[dict[str, Tensor]],
-        current: dict[str, Tensor],
-        uploads: Sequence[Mapping[str, Tensor]],
-    ) -> dict[str, Tensor]:
-        c = self._server
+    def finish(self, round_: Round) -> dict[str, Tensor]:
+        averaged, current, c = round_.mean(), round_.current, self._server
         if self.server_lr != 1.0:
             for k in c:
                 averaged[k] = current[k] + self.server_lr * (averaged[k] - current[k])
-        sent = [u for u in uploads if u]  # a client without steps sends no change
+        change, sent = round_.upload_mean()  # the clients' mean variate change
         if sent:
-            share = len(sent) / self._num_clients
+            share = sent / self._num_clients
             for k in c:
-                c[k] = c[k] + share * torch.stack([u[k] for u in sent]).mean(0)
+                c[k] = c[k] + share * change[k].to(c[k].dtype)
         return averaged
 
 
@@ -394,6 +448,7 @@ class FedDyn(_ServerTensors):
     (``alpha`` 0.01, within the paper's grid {0.1, 0.01, 0.001})."""
 
     key = "h"
+    sums_states = True
 
     def __init__(self, alpha: float = 0.01) -> None:
         super().__init__()
@@ -404,14 +459,16 @@ class FedDyn(_ServerTensors):
     def client_callbacks(self, local: LocalRound) -> list[Callback]:
         return [DynamicRegularizer(self.alpha, local, _trainable_shared(local))]
 
-    def update(
-        self,
-        averaged: dict[str, Tensor],
-        states: list[dict[str, Tensor]],
-        current: dict[str, Tensor],
-        uploads: Sequence[Mapping[str, Tensor]],
-    ) -> dict[str, Tensor]:
-        h = feddyn_server_update(self._server, current, states, self.alpha, self._num_clients)
+    def finish(self, round_: Round) -> dict[str, Tensor]:
+        averaged = round_.mean()
+        h = feddyn_server_update(
+            self._server,
+            round_.current,
+            round_.state_sum(),
+            round_.clients,
+            self.alpha,
+            self._num_clients,
+        )
         self._server = h
         return {**averaged, **{k: averaged[k] - v / self.alpha for k, v in h.items()}}
 

@@ -4,7 +4,7 @@ MOON's model-contrastive loss, GPFL's category guidance."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -50,13 +50,15 @@ def dynamic_regularizer(params: Named, reference: Named, gradient: Named, alpha:
 
 
 def feddyn_server_update(
-    h: Named, current: Named, clients: Sequence[Named], alpha: float, num_clients: int
+    h: Named, current: Named, client_sum: Named, count: int, alpha: float, num_clients: int
 ) -> dict[str, Tensor]:
     """FedDyn's server state (Acar et al. 2021, Algorithm 1):
-    ``h <- h - alpha / m sum_k (theta_k - theta)`` over the round's clients ``k``, ``m`` every
-    client of the federation. The new server model is then ``mean_k theta_k - h / alpha``."""
+    ``h <- h - alpha / m sum_k (theta_k - theta)`` over the round's ``count`` clients ``k``,
+    given ``client_sum = sum_k theta_k`` (so a server can fold clients in as they arrive),
+    ``m`` every client of the federation. The new server model is then
+    ``mean_k theta_k - h / alpha``."""
     return {
-        k: h[k] - alpha / num_clients * torch.stack([c[k] - current[k] for c in clients]).sum(0)
+        k: h[k] - alpha / num_clients * (client_sum[k] - count * current[k]).to(h[k].dtype)
         for k in h
     }
 

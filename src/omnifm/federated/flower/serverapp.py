@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
@@ -128,10 +129,9 @@ class FlowerFederation(RoundLoop):
     def warmup_uploads(self) -> list[Upload]:
         return self._uploads
 
-    def fit_clients(self, round_: int, chosen: list[str]) -> tuple[list[FitRes], dict[str, str]]:
+    def fit_clients(self, round_: int, chosen: list[str]) -> Iterator[tuple[str, FitRes | str]]:
         start = time.perf_counter()
         reached = [n for n in chosen if n in self.nodes]
-        failures = {n: "no node plays this client" for n in chosen if n not in self.nodes}
         bank = self.server.bank_snapshot()
         shared = shared_records(self.server.shared, bank, self.server.broadcast())
         messages = [
@@ -143,24 +143,30 @@ class FlowerFederation(RoundLoop):
             )
             for n in reached
         ]
-        replies = self._exchange(messages, self.options.round_timeout)
-        results: list[FitRes] = []
-        for i, name in enumerate(reached):
-            reply = replies.get(i)
+        del shared
+        replies = _in_order(self._arrivals(messages, self.options.round_timeout), len(reached))
+        received = 0
+        for name in chosen:
+            if name not in self.nodes:
+                yield name, "no node plays this client"
+                continue
+            reply = next(replies)
             if reply is None or reply.has_error():
-                failures[name] = _why(reply, self.options.round_timeout)
-                log.warning(
-                    "  %s failed and is left out of round %d: %s", name, round_, failures[name]
-                )
+                why = _why(reply, self.options.round_timeout)
+                log.warning("  %s failed and is left out of round %d: %s", name, round_, why)
+                yield name, why
                 continue
             res = fit_res_from_records(reply.content)
-            results.append(res)
-            loss = res.metrics.get("train/loss", float("nan"))
-            log.info("  %-16s %-12s loss %.4f", name, res.modality, loss)
-        log.info(
-            "  round %d: %d replies in %.1fs", round_, len(results), time.perf_counter() - start
-        )
-        return results, failures
+            del reply  # the records: only the decoded result is folded in
+            received += 1
+            log.info(
+                "  %-16s %-12s loss %.4f",
+                name,
+                res.modality,
+                res.metrics.get("train/loss", float("nan")),
+            )
+            yield name, res
+        log.info("  round %d: %d replies in %.1fs", round_, received, time.perf_counter() - start)
 
     def evaluate_clients(self, stage: Stage) -> list[dict[str, Any]]:
         bank = self.server.bank_snapshot()
@@ -193,22 +199,40 @@ class FlowerFederation(RoundLoop):
         return [replies.get(i) for i in range(len(messages))]
 
     def _exchange(self, messages: list[Message], timeout: float | None) -> dict[int, Message]:
-        """Push ``messages``; their replies by message index, as they come (Flower's error
-        replies included), until all replied or ``timeout`` seconds passed."""
+        """Push ``messages``; their replies by message index (Flower's error replies
+        included), once all replied or ``timeout`` seconds passed."""
+        return dict(self._arrivals(messages, timeout))
+
+    def _arrivals(
+        self, messages: list[Message], timeout: float | None
+    ) -> Iterator[tuple[int, Message]]:
+        """Push ``messages``; ``(index, reply)`` as each reply comes (Flower's error replies
+        included), until all replied or ``timeout`` seconds passed."""
         if not messages:
-            return {}
+            return
         ids = self.grid.push_messages(messages)  # None: refused (e.g. an unknown node)
         pending = {mid: i for i, mid in enumerate(ids) if mid is not None}
         deadline = None if timeout is None else time.monotonic() + timeout
-        replies: dict[int, Message] = {}
         while pending and (deadline is None or time.monotonic() < deadline):
             for reply in self.grid.pull_messages(list(pending)):
                 i = pending.pop(reply.metadata.reply_to_message_id, None)
                 if i is not None:
-                    replies[i] = reply
+                    yield i, reply
             if pending:
                 time.sleep(POLL_S)
-        return replies
+
+
+def _in_order(arrivals: Iterator[tuple[int, Message]], n: int) -> Iterator[Message | None]:
+    """The replies to messages ``0..n-1`` in message order (``None``: no reply): each one
+    as soon as it and those before it came; only replies that arrive early are held."""
+    early: dict[int, Message] = {}
+    for i in range(n):
+        while i not in early:
+            arrived = next(arrivals, None)
+            if arrived is None:  # every reply that will come has come
+                break
+            early[arrived[0]] = arrived[1]
+        yield early.pop(i, None)
 
 
 def _why(reply: Message | None, timeout: float | None = None) -> str:
