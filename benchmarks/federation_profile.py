@@ -96,8 +96,10 @@ def breakdown(fed: pstats.Stats, fed_total: float, pl: pstats.Stats, pl_total: f
     kmeans = f(func("omnifm/functional/aggregation.py", "kmeans"))
     client_logger = f(func("omnifm/federated/reporting.py", "__init__"))
     fit_ins = f(func("omnifm/federated/server.py", "fit_ins"))
-    aggregate = f(func("omnifm/federated/server.py", "aggregate"))
-    average = f(func("omnifm/functional/aggregation.py", "weighted_average"))
+    server = "omnifm/federated/server.py"
+    aggregate = f(func(server, "add", "finish"))
+    running = "omnifm/federated/aggregators.py"
+    average = f(func(running, "add", "result"))
     engine_tb = f(tensorboard_files, func("omnifm/federated/rounds.py", "fit_round"))
     engine_tb += f(func("omnifm/federated/rounds.py", "_server_logger"))
     fed_tb, pl_tb = f(tensorboard_files), p(tensorboard_files)
@@ -132,8 +134,8 @@ def breakdown(fed: pstats.Stats, fed_total: float, pl: pstats.Stats, pl_total: f
         ("    rest of `Client.fit` (seeding, checks, hit ids)", client_fit - known_fit, None),
         ("      of which the non-finite check of the state (`_finite`)", finite, None),
         ("  `Server.fit_ins` (bank snapshot per client)", fit_ins, None),
-        ("  `Server.aggregate` (FedAvg mean + bank update)", aggregate, None),
-        ("    of which `weighted_average`", average, None),
+        ("  `Received.add` + `Server.finish` (streamed mean + bank update)", aggregate, None),
+        ("    of which the running sum (`RunningSum.add`, `result`)", average, None),
         ("  server TensorBoard logger (per round)", engine_tb, None),
         ("  rest of `fit_round`", fed_total - known_round, None),
         ("all TensorBoard logging (nested in the rows above)", fed_tb, pl_tb),

@@ -98,8 +98,10 @@ class Server:
     def _check_memory(self, limit: int | None) -> None:
         """Refuse, before round 1, a robust aggregator whose rounds would hold more than
         ``limit`` bytes of client states."""
+        if limit is None or self.aggregator is None or self.aggregator.streams:
+            return
         need = sum(self.aggregation_bytes().values())
-        if limit is None or need <= limit or self.aggregator is None:
+        if need <= limit:
             return
         per_round = self.sampler.per_round
         raise ValueError(

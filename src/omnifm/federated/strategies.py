@@ -119,8 +119,6 @@ class BatchRound(Round):
         self.clients += 1
 
     def mean(self) -> dict[str, Tensor]:
-        if not self.states:
-            raise ValueError("weighted_average needs at least one state")
         if type(self.aggregator) is Mean:
             return weighted_average(self.states, [float(n) for n in self.num_examples])
         return self.aggregator(self.states, self.num_examples)
