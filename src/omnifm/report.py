@@ -30,6 +30,7 @@ __all__ = [
     "RunLog",
     "format_bank_health",
     "format_markdown",
+    "format_privacy",
     "load_run",
     "main",
     "plot_metric",
@@ -306,6 +307,28 @@ def format_bank_health(runs: Sequence[RunLog]) -> str:
     return "\n".join(lines) + "\n" if found else ""
 
 
+def format_privacy(runs: Sequence[RunLog]) -> str:
+    """Each client's epsilon spent on private spectral uploads at the last round of each run
+    (markdown; empty for runs without ``bank.privacy``)."""
+    lines = ["### privacy (epsilon spent on spectral uploads, last round)", ""]
+    found = False
+    for run in runs:
+        rows = [r for r in run.rows if r["stage"] == "privacy"]
+        if not rows:
+            continue
+        last = rows[-1]["round"]
+        spent = {r["client"]: r["privacy/epsilon"] for r in rows if r["round"] == last}
+        if not found:
+            lines += [
+                "| run | round | " + " | ".join(spent) + " |",
+                "|" + "---|" * (len(spent) + 2),
+            ]
+        found = True
+        cells = [_cell(v) for v in spent.values()]
+        lines.append(f"| {run.label} | {last} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" if found else ""
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -400,7 +423,8 @@ def write(
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     files = [folder / "results.md", folder / "results.csv"]
-    files[0].write_text("\n".join(filter(None, [format_markdown(rows), format_bank_health(runs)])))
+    sections = [format_markdown(rows), format_bank_health(runs), format_privacy(runs)]
+    files[0].write_text("\n".join(filter(None, sections)))
     with files[1].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
         writer.writeheader()
@@ -449,9 +473,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (OSError, ValueError) as err:
         parser.error(str(err))
     print(format_markdown(rows))
-    bank = format_bank_health(runs)
-    if bank:
-        print(bank)
+    for section in (format_bank_health(runs), format_privacy(runs)):
+        if section:
+            print(section)
     print(f"wrote {len(files)} files to {out}: {', '.join(p.name for p in files)}")
 
 

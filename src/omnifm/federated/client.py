@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -13,10 +14,11 @@ from torch import Tensor
 
 from omnifm.bank import BankSnapshot
 from omnifm.federated.callbacks import BankRetrieval, LocalRound, cpu_copy
+from omnifm.federated.config import PrototypePrivacy
 from omnifm.federated.messages import EvaluateRes, FitIns, FitRes
 from omnifm.federated.reporting import ClientLogger
 from omnifm.federated.strategies import Strategy
-from omnifm.functional import effective_rank, kmeans
+from omnifm.functional import effective_rank, kmeans, private_centroids
 from omnifm.tasks.base import OmniFMTask
 
 __all__ = ["Client", "ClientFailure", "TrainerFactory", "token_spread"]
@@ -92,9 +94,11 @@ class Client:
         modality: str,
         datamodule: LightningDataModule,
         initial_personal: dict[str, Tensor] | None = None,
+        privacy: PrototypePrivacy | None = None,
     ) -> None:
         self.name = name
         self.modality = modality
+        self.privacy = privacy  # this site's own setting: its uploads are private
         self.datamodule = datamodule
         self.initial_personal = initial_personal or {}
         self.personal: dict[str, Tensor] | None = None
@@ -171,7 +175,7 @@ class Client:
             num_examples=self.num_examples("train"),
             weights={k: v for k, v in state.items() if k not in personal},
             metrics=metrics,
-            prototypes=kmeans(tokens, ins.prototypes, seed=ins.seed)
+            prototypes=self.summarize(tokens, ins.prototypes, ins.seed, ins.bank)
             if tokens is not None
             else None,
             hit_ids=ids,
@@ -203,9 +207,29 @@ class Client:
         return EvaluateRes(self.name, self.num_examples(split), metrics)
 
     def prototypes(self, model: OmniFMTask, k: int, seed: int, max_images: int = 1024) -> Tensor:
-        """k-means centroids of the spectral tokens of (up to ``max_images``) training images."""
+        """The ``k`` prototypes (``summarize``) of the spectral tokens of (up to
+        ``max_images``) training images: the bank warm-up's upload."""
         tokens = self.spectral_tokens(model, max_images) if k else None
-        return torch.empty(0, 0) if tokens is None else kmeans(tokens, k, seed=seed)
+        return torch.empty(0, 0) if tokens is None else self.summarize(tokens, k, seed)
+
+    def summarize(
+        self, tokens: Tensor, k: int, seed: int, bank: dict[str, Any] | None = None
+    ) -> Tensor:
+        """What this client uploads of its spectral ``tokens``: ``k`` k-means centroids; with
+        ``privacy``, ``private_centroids`` from starts that do not depend on its data (the
+        ``bank``'s entries of its modality, released before, then random directions), its
+        noise drawn from the operating system's randomness, which no other party can redraw
+        (so private uploads are not reproducible by design)."""
+        if self.privacy is None:
+            return kmeans(tokens, k, seed=seed)
+        starts = torch.randn(k, tokens.shape[1], generator=torch.Generator().manual_seed(seed))
+        if bank is not None:
+            snapshot = BankSnapshot.from_state_dict(bank)
+            own = [i for i, m in enumerate(snapshot.modalities) if m == self.modality][:k]
+            starts[: len(own)] = snapshot.vectors[own].to(starts)
+        noise = torch.Generator().manual_seed(secrets.randbits(63))
+        p = self.privacy
+        return private_centroids(tokens, starts, p.clip, p.noise_multiplier, noise)
 
     @torch.no_grad()
     def spectral_tokens(self, model: OmniFMTask, max_images: int = 1024) -> Tensor | None:

@@ -10,6 +10,7 @@ from jsonargparse.typing import (
     ClosedUnitInterval,
     NonNegativeFloat,
     NonNegativeInt,
+    OpenUnitInterval,
     PositiveFloat,
     PositiveInt,
     restricted_number_type,
@@ -18,10 +19,23 @@ from jsonargparse.typing import (
 from omnifm.federated.aggregators import Aggregator, Mean
 from omnifm.federated.strategies import OmniFM, Strategy
 
-__all__ = ["BankConfig", "FederationConfig", "FlowerConfig"]
+__all__ = ["BankConfig", "FederationConfig", "FlowerConfig", "PrototypePrivacy"]
 
 Fraction = restricted_number_type("Fraction", float, [(">", 0.0), ("<=", 1.0)])
 Cosine = restricted_number_type("Cosine", float, [(">=", -1.0), ("<=", 1.0)])
+
+
+@dataclass
+class PrototypePrivacy:
+    """Differential privacy of the spectral prototypes each client uploads: its tokens scaled
+    to norm ``clip`` and its cluster sums and counts noised (``private_centroids``), each
+    upload accounted with Opacus' RDP accountant; a client stops uploading (and keeps
+    training) once one more upload would spend more than ``epsilon``."""
+
+    noise_multiplier: PositiveFloat = 4.0  # noise std over the clip (sums) or 1 (counts)
+    clip: PositiveFloat = 1.0  # every image's token is scaled to this L2 norm
+    epsilon: PositiveFloat = 8.0  # each client's budget over the run, at delta
+    delta: OpenUnitInterval = 1e-5
 
 
 @dataclass
@@ -33,6 +47,7 @@ class BankConfig:
     merge_threshold: Cosine | None = 0.999  # cosine at which entries of a modality merge
     prototypes_per_client: NonNegativeInt = 8  # k-means centroids each client uploads
     warmup: bool = True  # every client uploads prototypes of the initial model before round 1
+    privacy: PrototypePrivacy | None = None  # differentially private uploads (none: exact)
 
 
 @dataclass

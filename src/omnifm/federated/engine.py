@@ -67,6 +67,7 @@ class Federation(RoundLoop):
                 datamodule.modality(n),
                 datamodule.client_datamodule(n),
                 self.server.initial_personal_of(n),
+                self.config.bank.privacy,
             )
             for n in self.client_names
         }

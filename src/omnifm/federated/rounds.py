@@ -30,6 +30,7 @@ from omnifm.federated.checkpoint import (
 from omnifm.federated.config import FederationConfig
 from omnifm.federated.health import COLLAPSE_COSINE
 from omnifm.federated.messages import FitRes
+from omnifm.federated.privacy import PrivacyLedger
 from omnifm.federated.reporting import append_csv, format_table, write_csv
 from omnifm.federated.sampling import ClientSampler
 from omnifm.federated.server import Server
@@ -96,6 +97,7 @@ class RoundLoop:
             cfg.aggregator,
             tasks,
             None if cfg.aggregation_memory is None else int(cfg.aggregation_memory * 2**20),
+            PrivacyLedger(cfg.bank.privacy) if bank is not None and cfg.bank.privacy else None,
         )
         self.history: list[dict[str, Any]] = []
         self.round = 0
@@ -164,6 +166,8 @@ class RoundLoop:
         """Every client uploads spectral prototypes of the initial model (round 0)."""
         start = time.perf_counter()
         for name, modality, prototypes in self.warmup_uploads():
+            if not self.server.may_upload(name):  # a budget smaller than one upload
+                continue
             try:
                 self.server.upload(name, modality, prototypes, 0)
             except Exception as err:  # the client joins the bank at its first good round
@@ -198,7 +202,38 @@ class RoundLoop:
         )
         if self.server.bank is not None:
             self._log_bank_health(round_, server_log)
+        if self.server.privacy is not None:
+            uploaded = [r.client for r in received.results if r.prototypes is not None]
+            self._log_privacy(round_, server_log, uploaded)
         server_log.finalize("success")
+
+    def _log_privacy(self, round_: int, server_log: TensorBoardLogger, uploaded: list[str]) -> None:
+        """Each client's spent epsilon to TensorBoard and ``history.csv`` (stage ``privacy``);
+        say when a client's upload this round left no budget for another."""
+        ledger = self.server.privacy
+        assert ledger is not None
+        spent = {c: ledger.epsilon(c) for c in self.client_names}
+        server_log.log_metrics({f"privacy/epsilon/{c}": e for c, e in spent.items()}, round_)
+        self.history += [
+            {"round": round_, "stage": "privacy", "client": c, "privacy/epsilon": e}
+            for c, e in spent.items()
+        ]
+        for client in uploaded:
+            if not ledger.allows(client):
+                log.warning(
+                    "client %s has spent epsilon %.2f of its %.2f (delta %g): it trains on but "
+                    "uploads no more spectral prototypes",
+                    client,
+                    spent[client],
+                    ledger.privacy.epsilon,
+                    ledger.privacy.delta,
+                )
+        log.info(
+            "privacy after round %d: epsilon spent %.2f at most (budget %.2f)",
+            round_,
+            max(spent.values()),
+            ledger.privacy.epsilon,
+        )
 
     def _log_bank_health(self, round_: int, server_log: TensorBoardLogger) -> None:
         """Bank health to TensorBoard and ``history.csv`` (stage ``bank``); warn on collapse."""

@@ -15,6 +15,7 @@ from omnifm.federated.checkpoint import check_fits
 from omnifm.federated.health import retrieval_health, spread_health
 from omnifm.federated.layout import ACROSS, Layout
 from omnifm.federated.messages import FitIns, FitRes
+from omnifm.federated.privacy import PrivacyLedger
 from omnifm.federated.sampling import ClientSampler
 from omnifm.federated.strategies import Round, Strategy
 from omnifm.federated.trainer import client_seed
@@ -44,6 +45,7 @@ class Server:
         aggregator: Aggregator | None = None,
         tasks: Mapping[str, str] | None = None,
         aggregation_memory: int | None = None,
+        privacy: PrivacyLedger | None = None,
     ) -> None:
         if type(strategy).aggregate is not Strategy.aggregate:
             raise TypeError(
@@ -76,6 +78,7 @@ class Server:
         self.bank = bank
         self.seed = seed
         self.prototypes_per_client = prototypes_per_client
+        self.privacy = privacy  # each client's spent budget for private uploads
         first = next(iter(layout.tasks))
         self.personal_keys = layout.personal[first]  # of the (first) task
         self.initial_personal = layout.initial_personal(first)
@@ -137,7 +140,7 @@ class Server:
             weights=self.layout.local(task, self.shared),
             seed=client_seed(self.seed, round_, client),
             bank=self.bank_snapshot(),
-            prototypes=self.prototypes_per_client if self.bank is not None else 0,
+            prototypes=self.prototypes_per_client if self.may_upload(client) else 0,
             strategy=self.layout.local(task, self.broadcast()),
         )
 
@@ -174,10 +177,16 @@ class Server:
             received.add(r)
         self.finish(received)
 
+    def may_upload(self, client: str) -> bool:
+        """Whether ``client`` is asked for spectral prototypes (a bank, and budget left)."""
+        return self.bank is not None and (self.privacy is None or self.privacy.allows(client))
+
     def upload(self, client: str, modality: str, prototypes: Tensor | None, round_: int) -> None:
         """Replace ``client``'s entries in the bank (warm-up and every fit)."""
         if self.bank is not None and prototypes is not None and prototypes.numel():
             self.bank.update(client, modality, prototypes, round_)
+            if self.privacy is not None:
+                self.privacy.record(client)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -185,6 +194,7 @@ class Server:
             "bank": self.bank.state_dict() if self.bank is not None else None,
             "sampler": self.sampler.state_dict(),
             "strategy": self._strategy_state(),
+            "privacy": self.privacy.state_dict() if self.privacy is not None else None,
         }
 
     def _strategy_state(self) -> dict[str, Any]:
@@ -200,6 +210,8 @@ class Server:
         if self.bank is not None and state["bank"] is not None:
             self.bank.load_state_dict(state["bank"])
         self.sampler.load_state_dict(state["sampler"])
+        if self.privacy is not None:  # a run started without privacy has spent nothing
+            self.privacy.load_state_dict(state.get("privacy") or {})
         strategy = state.get("strategy") or {}  # none before 2026-11-28
         if not self.layout.multi:
             self.strategy.load_state_dict(strategy)

@@ -1,6 +1,6 @@
 """Pure tensor functions: amplitude spectra, low-pass windows, SPAlign, retrieval, aggregation
-(robust rules, server optimizers, client-drift corrections), image fusion (YCbCr, gradients,
-fusion loss, entropy, mutual information), channel conversion."""
+(robust rules, server optimizers, client-drift corrections), private prototypes, image fusion
+(YCbCr, gradients, fusion loss, entropy, mutual information), channel conversion."""
 
 from omnifm.functional.aggregation import kmeans, proximal_term, weighted_average
 from omnifm.functional.alignment import (
@@ -26,6 +26,7 @@ from omnifm.functional.fusion import (
     ycbcr_to_rgb,
 )
 from omnifm.functional.image import can_convert, to_channels
+from omnifm.functional.privacy import PROTOTYPE_SENSITIVITY, private_centroids
 from omnifm.functional.robust import (
     adaptive_step,
     coordinate_median,
@@ -36,6 +37,7 @@ from omnifm.functional.robust import (
 from omnifm.functional.spectral import amplitude_spectrum, low_pass
 
 __all__ = [
+    "PROTOTYPE_SENSITIVITY",
     "adaptive_step",
     "amplitude_spectrum",
     "can_convert",
@@ -56,6 +58,7 @@ __all__ = [
     "low_pass",
     "model_contrastive_loss",
     "momentum_step",
+    "private_centroids",
     "proximal_term",
     "rgb_to_ycbcr",
     "spalign_loss",

@@ -76,6 +76,7 @@ class Site:
             recipe.datamodule.modality(self.name),
             recipe.datamodule.site_datamodule(self.name),
             self.layout.initial_personal(self.task),
+            recipe.config.bank.privacy,  # the site's recipe: its own uploads' noise
         )
         if PERSONAL in context.state.array_records:
             self.client.personal = tensors(context.state.array_records[PERSONAL])
