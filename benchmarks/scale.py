@@ -406,6 +406,7 @@ def markdown(
     )
     lines += record.footer(
         threads=f"{args.threads} per process",
+        notes=args.note,
         wall=sum(timed),
         wall_note=f"the parts' own runs, summed{untimed}; a call reuses the parts in --out",
     )
@@ -443,13 +444,13 @@ def plot(memory: list[dict], path: Path) -> None:
         "s-",
         label=f"{streamed[0]['sampled_fixed']} sampled",
     )
-    for ax, ylabel in ((ax1, "peak RSS (MB)"), (ax2, "seconds per round")):
+    for ax, ylabel in ((ax1, "RSS (MB)"), (ax2, "seconds per round")):
         ax.set_xscale("log")
         ax.set_xlabel("clients")
         ax.set_ylabel(ylabel)
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.suptitle("OmniFM with ResNet-18 on one machine")
+    fig.suptitle("OmniFM on one machine: memory and time against the number of clients")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -478,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data")
     p.add_argument("--out", default="/tmp/omnifm_scale")
     p.add_argument("--result", type=Path, default=HERE / "scale.md")
+    p.add_argument("--note", action="append", default=[], help="a line for the Machine notes")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
