@@ -308,24 +308,21 @@ def format_bank_health(runs: Sequence[RunLog]) -> str:
 
 
 def format_privacy(runs: Sequence[RunLog]) -> str:
-    """Each client's epsilon spent on private spectral uploads at the last round of each run
-    (markdown; empty for runs without ``bank.privacy``)."""
-    lines = ["### privacy (epsilon spent on spectral uploads, last round)", ""]
+    """Each client's epsilon spent on private spectral uploads by the end of each run, and the
+    round of its last upload (markdown; empty for runs without ``bank.privacy``)."""
+    lines = [
+        "### privacy (epsilon spent on spectral uploads)",
+        "",
+        "| run | client | epsilon | last upload (round) |",
+        "|---|---|---|---|",
+    ]
     found = False
     for run in runs:
-        rows = [r for r in run.rows if r["stage"] == "privacy"]
-        if not rows:
-            continue
-        last = rows[-1]["round"]
-        spent = {r["client"]: r["privacy/epsilon"] for r in rows if r["round"] == last}
-        if not found:
-            lines += [
-                "| run | round | " + " | ".join(spent) + " |",
-                "|" + "---|" * (len(spent) + 2),
-            ]
-        found = True
-        cells = [_cell(v) for v in spent.values()]
-        lines.append(f"| {run.label} | {last} | " + " | ".join(cells) + " |")
+        latest = {r["client"]: r for r in run.rows if r["stage"] == "privacy"}
+        for client, row in latest.items():
+            found = True
+            epsilon = _cell(row.get("privacy/epsilon"))
+            lines.append(f"| {run.label} | {client} | {epsilon} | {row['round']} |")
     return "\n".join(lines) + "\n" if found else ""
 
 

@@ -208,11 +208,12 @@ class RoundLoop:
         server_log.finalize("success")
 
     def _log_privacy(self, round_: int, server_log: TensorBoardLogger, uploaded: list[str]) -> None:
-        """Each client's spent epsilon to TensorBoard and ``history.csv`` (stage ``privacy``);
-        say when a client's upload this round left no budget for another."""
+        """The spent epsilon of each client that uploaded this round to TensorBoard and
+        ``history.csv`` (stage ``privacy``; a client's latest row is what it has spent); say
+        when a client's upload left no budget for another."""
         ledger = self.server.privacy
         assert ledger is not None
-        spent = {c: ledger.epsilon(c) for c in self.client_names}
+        spent = {c: ledger.epsilon(c) for c in uploaded}
         server_log.log_metrics({f"privacy/epsilon/{c}": e for c, e in spent.items()}, round_)
         self.history += [
             {"round": round_, "stage": "privacy", "client": c, "privacy/epsilon": e}
@@ -231,7 +232,7 @@ class RoundLoop:
         log.info(
             "privacy after round %d: epsilon spent %.2f at most (budget %.2f)",
             round_,
-            max(spent.values()),
+            max(map(ledger.epsilon, ledger.releases), default=0.0),
             ledger.privacy.epsilon,
         )
 
