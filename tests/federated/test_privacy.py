@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,13 @@ def test_a_client_at_its_budget_stops_uploading_and_a_resumed_run_keeps_counting
     resumed.fit(ckpt_path="last")
     assert resumed.server.privacy is not None
     assert resumed.server.privacy.releases == run.server.privacy.releases
+
+
+def test_importing_the_library_leaves_logging_to_the_application() -> None:
+    # opacus calls logging.basicConfig when imported: imported at the top of the library, it
+    # silenced the CLI's INFO lines (the round log) in every run
+    code = (
+        "import logging, omnifm.cli, omnifm.federated.flower.serverapp, omnifm.federated.privacy\n"
+        "assert not logging.getLogger().handlers, logging.getLogger().handlers"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from opacus.accountants import RDPAccountant
-
 from omnifm.federated.config import PrototypePrivacy
 from omnifm.functional import PROTOTYPE_SENSITIVITY
 
@@ -37,6 +35,10 @@ class PrivacyLedger:
         n = self.releases.get(client, 0) if releases is None else releases
         if n == 0:
             return 0.0
+        # imported here: importing opacus calls logging.basicConfig, which would leave the
+        # CLI's and the ServerApp's own logging setup without effect (and their INFO lines)
+        from opacus.accountants import RDPAccountant
+
         accountant = RDPAccountant()
         # each upload uses every token the client computes (no sampling amplification claimed)
         step = (self.privacy.noise_multiplier / PROTOTYPE_SENSITIVITY, 1.0, n)
