@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,11 +210,15 @@ def test_a_strategy_that_overrides_the_old_aggregate_is_told_to_override_finish(
         Server(tiny_task(stack=False), Old(), sampler)
 
 
-def test_no_client_keeps_its_trainer_or_optimizer_after_its_round(tmp_path: Path) -> None:
+def test_no_client_keeps_its_trainer_or_optimizer_after_its_round(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # Lightning points the model and the datamodule at the Trainer that ran them; each client
     # kept its last Trainer, and with it the optimizer state: 90 MB per client for ResNet-18
+    caplog.set_level(logging.INFO, "omnifm")
     run = tiny_federation(tmp_path, OmniFM(), rounds=2)
     run.fit()  # local fits, validation and test of every client
+    assert "aggregation: Mean(), streamed:" in caplog.text  # what a round holds, said up front
     gc.collect()
     model = set(map(id, run.model.parameters()))
     optimizers = [

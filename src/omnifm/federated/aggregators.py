@@ -102,9 +102,9 @@ class Aggregator:
     def __call__(self, states: States, num_examples: Sequence[int]) -> dict[str, Tensor]:
         return weighted_average(states, [float(n) for n in num_examples])
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
+    def __repr__(self) -> str:  # the arguments; a recipe default's lazy wrapper left out
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__.removeprefix('LazyInstance_')}({args})"
 
 
 class Mean(Aggregator):

@@ -160,6 +160,15 @@ class RoundLoop:
             self.config.strategy,
             self.server.layout.describe(),
         )
+        aggregator = self.server.aggregator
+        held = sum(self.server.aggregation_bytes().values()) / 2**20
+        log.info(
+            "aggregation: %s, %s: %.0f MiB a round of %d clients",
+            aggregator if aggregator is not None else "Mean()",
+            "streamed" if aggregator is None or aggregator.streams else "every state held",
+            held,
+            self.server.sampler.per_round,
+        )
         return self._run_dir()
 
     def warmup(self) -> None:

@@ -209,7 +209,7 @@ class Strategy:
 
     def __repr__(self) -> str:  # the hyperparameters; state (``_``-named) is left out
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({args})"
+        return f"{type(self).__name__.removeprefix('LazyInstance_')}({args})"
 
 
 class FedAvg(Strategy):
