@@ -143,7 +143,6 @@ class FlowerFederation(RoundLoop):
             )
             for n in reached
         ]
-        del shared
         replies = _in_order(self._arrivals(messages, self.options.round_timeout), len(reached))
         received = 0
         for name in chosen:
