@@ -308,21 +308,28 @@ def format_bank_health(runs: Sequence[RunLog]) -> str:
 
 
 def format_privacy(runs: Sequence[RunLog]) -> str:
-    """Each client's epsilon spent on private spectral uploads by the end of each run, and the
-    round of its last upload (markdown; empty for runs without ``bank.privacy``)."""
+    """Each client's epsilon spent on private spectral uploads and on DP-SGD by the end of
+    each run, and the round of its last private release (markdown; empty for runs without
+    ``bank.privacy`` or ``dp_sgd``)."""
     lines = [
-        "### privacy (epsilon spent on spectral uploads)",
+        "### privacy (epsilon spent)",
         "",
-        "| run | client | epsilon | last upload (round) |",
-        "|---|---|---|---|",
+        "| run | client | on spectral uploads | on DP-SGD | last release (round) |",
+        "|---|---|---|---|---|",
     ]
     found = False
     for run in runs:
-        latest = {r["client"]: r for r in run.rows if r["stage"] == "privacy"}
+        latest: dict[str, dict[str, Any]] = {}
+        for r in run.rows:
+            if r["stage"] == "privacy":
+                spent = {k: v for k, v in r.items() if k.startswith("privacy/") and v is not None}
+                latest.setdefault(r["client"], {}).update(spent, round=r["round"])
         for client, row in latest.items():
             found = True
-            epsilon = _cell(row.get("privacy/epsilon"))
-            lines.append(f"| {run.label} | {client} | {epsilon} | {row['round']} |")
+            uploads, training = (
+                _cell(row.get(k)) for k in ("privacy/epsilon", "privacy/dp_epsilon")
+            )
+            lines.append(f"| {run.label} | {client} | {uploads} | {training} | {row['round']} |")
     return "\n".join(lines) + "\n" if found else ""
 
 

@@ -93,7 +93,7 @@ def test_a_client_at_its_budget_stops_uploading_and_a_resumed_run_keeps_counting
     assert [r["round"] for r in history] == [1, 1, 1]  # rows when a client uploads
     assert history[-1]["privacy/epsilon"] == pytest.approx(ledger.epsilon("a", 2))
     report = format_privacy([load_run(tmp_path / "whole" / "test")])
-    assert f"| ct | {ledger.epsilon('a', 2):.4f} | 1 |" in report
+    assert f"| ct | {ledger.epsilon('a', 2):.4f} | - | 1 |" in report
     # a run stopped after round 1 and resumed counts on from its checkpoint
     first = _private_run(tmp_path / "split", rounds=1, budget=budget)
     first.fit()

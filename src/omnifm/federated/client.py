@@ -14,7 +14,8 @@ from torch import Tensor
 
 from omnifm.bank import BankSnapshot
 from omnifm.federated.callbacks import BankRetrieval, LocalRound, cpu_copy
-from omnifm.federated.config import PrototypePrivacy
+from omnifm.federated.config import PrototypePrivacy, TrainingPrivacy
+from omnifm.federated.dpsgd import PrivateTraining, poisson_sampled
 from omnifm.federated.messages import EvaluateRes, FitIns, FitRes
 from omnifm.federated.reporting import ClientLogger
 from omnifm.federated.strategies import Strategy
@@ -95,10 +96,12 @@ class Client:
         datamodule: LightningDataModule,
         initial_personal: dict[str, Tensor] | None = None,
         privacy: PrototypePrivacy | None = None,
+        dp_sgd: TrainingPrivacy | None = None,
     ) -> None:
         self.name = name
         self.modality = modality
         self.privacy = privacy  # this site's own setting: its uploads are private
+        self.dp_sgd = dp_sgd  # and its training (the model was made private when built)
         self.datamodule = datamodule
         self.initial_personal = initial_personal or {}
         self.personal: dict[str, Tensor] | None = None
@@ -125,7 +128,9 @@ class Client:
 
         The strategy runs the local training (``Strategy.local_fit``): one or more fresh local
         Trainers, each with the federation's callbacks, the round's bank (``BankRetrieval``)
-        and the strategy's. Personal and strategy state change only if the round succeeds."""
+        and the strategy's; with ``dp_sgd``, Poisson-sampled batches and ``PrivateTraining``
+        first (its steps, sample rate and noise go back in the metrics, for the server's
+        accountant). Personal and strategy state change only if the round succeeds."""
         self.load(model, ins.weights)
         bank = _bank(ins.bank)
         seed_everything(ins.seed, workers=True, verbose=False)
@@ -134,27 +139,41 @@ class Client:
             reseed(ins.seed)
         metrics: dict[str, float] = {}
         steps = 0
+        data, rate, size = self.datamodule, 1.0, 0
+        if self.dp_sgd is not None:
+            data, rate, size = poisson_sampled(self.datamodule)
+        private: list[PrivateTraining] = []
 
         def fit(callbacks: list[Callback], times: int = 1) -> Trainer:
             nonlocal steps
             if isinstance(logger, ClientLogger):  # every fit's curve follows the last one's
                 logger.step_offset = self.steps + steps
+            if self.dp_sgd is not None:
+                private.append(PrivateTraining(self.dp_sgd, rate, size))
             # the federation validates every client after aggregation, not inside local fits
             trainer = make_trainer(
                 logger=logger,
                 limit_val_batches=0,
                 num_sanity_val_steps=0,
-                callbacks=[bank, *callbacks],
+                callbacks=[*private[-1:], bank, *callbacks],
             )
             _scale_budget(trainer, times)
-            with _detaching(model, self.datamodule):
-                trainer.fit(model, datamodule=self.datamodule)
+            with _detaching(model, data):
+                trainer.fit(model, datamodule=data)
             steps += trainer.global_step
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
             return trainer
 
         local = LocalRound(model, ins.weights, ins.strategy, dict(self.strategy_state))
         strategy.local_fit(local, fit)
+        if self.dp_sgd is not None:
+            metrics.update(
+                {
+                    "privacy/dp_steps": float(sum(p.steps for p in private)),
+                    "privacy/sample_rate": rate,
+                    "privacy/noise_multiplier": self.dp_sgd.noise_multiplier,
+                }
+            )
         state = cpu_copy(model.state_dict())
         bad = _finite_all(state) + _finite_all(local.state) + _finite_all(local.upload)
         if bad:

@@ -68,6 +68,7 @@ class Federation(RoundLoop):
                 datamodule.client_datamodule(n),
                 self.server.initial_personal_of(n),
                 self.config.bank.privacy,
+                self.config.dp_sgd,
             )
             for n in self.client_names
         }

@@ -28,6 +28,7 @@ from omnifm.federated.checkpoint import (
     save_checkpoint,
 )
 from omnifm.federated.config import FederationConfig
+from omnifm.federated.dpsgd import private_model
 from omnifm.federated.health import COLLAPSE_COSINE
 from omnifm.federated.messages import FitRes
 from omnifm.federated.privacy import PrivacyLedger
@@ -50,6 +51,10 @@ METRICS = "metrics.yaml"  # in a run folder: the task's monitor, mode and metric
 
 class FederationError(RuntimeError):
     """A round could not complete (too few clients succeeded)."""
+
+
+class BudgetSpent(RuntimeError):
+    """Too few of a round's sampled clients have DP-SGD budget left: training ends."""
 
 
 class RoundLoop:
@@ -77,8 +82,10 @@ class RoundLoop:
         recipe: str | None = None,
         tasks: Mapping[str, str] | None = None,
     ) -> None:
-        self.model = model
         self.config = cfg = config or FederationConfig()
+        if cfg.dp_sgd is not None:  # every site builds the same private architecture
+            model = private_model(model)
+        self.model = model
         self.recipe = recipe
         self.client_names = list(client_names)
         stack = model.stack
@@ -97,7 +104,7 @@ class RoundLoop:
             cfg.aggregator,
             tasks,
             None if cfg.aggregation_memory is None else int(cfg.aggregation_memory * 2**20),
-            PrivacyLedger(cfg.bank.privacy) if bank is not None and cfg.bank.privacy else None,
+            _ledger(cfg, bank is not None),
         )
         self.history: list[dict[str, Any]] = []
         self.round = 0
@@ -135,7 +142,11 @@ class RoundLoop:
             if ckpt_path is None and self.server.bank is not None and cfg.bank.warmup:
                 self.warmup()
             for round_ in range(self.round + 1, cfg.rounds + 1):
-                self.fit_round(round_)
+                try:
+                    self.fit_round(round_)
+                except BudgetSpent as spent:
+                    log.warning("%s", spent)
+                    break
                 if round_ % cfg.eval_every == 0 or round_ == cfg.rounds:
                     self.evaluate(round_, "validate")
                 self.checkpoint()
@@ -189,6 +200,17 @@ class RoundLoop:
         """One round: sample clients, fit them, aggregate, refresh and log the bank."""
         cfg = self.config
         chosen = self.server.sampler.sample(round_)
+        spent = [c for c in chosen if not self.server.may_train(c)]
+        if spent:
+            log.info("round %d: %s have spent their DP-SGD budget", round_, ", ".join(spent))
+            chosen = [c for c in chosen if c not in spent]
+        if len(chosen) < cfg.min_clients:
+            raise BudgetSpent(
+                f"round {round_}: {len(chosen)} sampled clients have DP-SGD budget left (epsilon "
+                f"{cfg.dp_sgd.epsilon if cfg.dp_sgd else 0:g} each), fewer than min_clients="
+                f"{cfg.min_clients}: training ends after round {round_ - 1} and the model is "
+                "tested as it is. Raise federation.dp_sgd.epsilon or noise_multiplier for more"
+            )
         log.info("round %d/%d: clients %s", round_, cfg.rounds, ", ".join(chosen))
         received, failures = self.server.begin(round_), {}
         for client, result in self.fit_clients(round_, chosen):
@@ -212,38 +234,61 @@ class RoundLoop:
         if self.server.bank is not None:
             self._log_bank_health(round_, server_log)
         if self.server.privacy is not None:
-            uploaded = [r.client for r in received.results if r.prototypes is not None]
-            self._log_privacy(round_, server_log, uploaded)
+            self._log_privacy(round_, server_log, received.results)
         server_log.finalize("success")
 
-    def _log_privacy(self, round_: int, server_log: TensorBoardLogger, uploaded: list[str]) -> None:
-        """The spent epsilon of each client that uploaded this round to TensorBoard and
-        ``history.csv`` (stage ``privacy``; a client's latest row is what it has spent); say
-        when a client's upload left no budget for another."""
+    def _log_privacy(
+        self, round_: int, server_log: TensorBoardLogger, results: list[FitRes]
+    ) -> None:
+        """The epsilon each client of the round has spent, on uploads (if it uploaded) and on
+        DP-SGD (if it trained privately), to TensorBoard and ``history.csv`` (stage
+        ``privacy``; a client's latest value is what it has spent); say when a client has no
+        budget left for another upload or round."""
         ledger = self.server.privacy
         assert ledger is not None
-        spent = {c: ledger.epsilon(c) for c in uploaded}
-        server_log.log_metrics({f"privacy/epsilon/{c}": e for c, e in spent.items()}, round_)
+        rows: dict[str, dict[str, float]] = {}
+        for r in results:
+            row = rows.setdefault(r.client, {})
+            if ledger.privacy is not None and r.prototypes is not None:
+                row["privacy/epsilon"] = ledger.epsilon(r.client)
+                if not ledger.allows(r.client):
+                    log.warning(
+                        "client %s has spent epsilon %.2f of its %.2f (delta %g) on uploads: it "
+                        "trains on but uploads no more spectral prototypes",
+                        r.client,
+                        row["privacy/epsilon"],
+                        ledger.privacy.epsilon,
+                        ledger.privacy.delta,
+                    )
+            if ledger.training is not None and "privacy/dp_steps" in r.metrics:
+                row["privacy/dp_epsilon"] = ledger.training_epsilon(r.client)
+                if not ledger.may_train(r.client):
+                    log.warning(
+                        "client %s has spent epsilon %.2f of its %.2f (delta %g) on DP-SGD: it "
+                        "is not trained again",
+                        r.client,
+                        row["privacy/dp_epsilon"],
+                        ledger.training.epsilon,
+                        ledger.training.delta,
+                    )
+        rows = {c: row for c, row in rows.items() if row}
+        metrics = {f"{k}/{c}": v for c, row in rows.items() for k, v in row.items()}
+        server_log.log_metrics(metrics, round_)
         self.history += [
-            {"round": round_, "stage": "privacy", "client": c, "privacy/epsilon": e}
-            for c, e in spent.items()
+            {"round": round_, "stage": "privacy", "client": c, **row} for c, row in rows.items()
         ]
-        for client in uploaded:
-            if not ledger.allows(client):
-                log.warning(
-                    "client %s has spent epsilon %.2f of its %.2f (delta %g): it trains on but "
-                    "uploads no more spectral prototypes",
-                    client,
-                    spent[client],
-                    ledger.privacy.epsilon,
-                    ledger.privacy.delta,
+        for name, spent, budget in (
+            ("uploads", map(ledger.epsilon, ledger.releases), ledger.privacy),
+            ("DP-SGD", map(ledger.training_epsilon, ledger.trained), ledger.training),
+        ):
+            if budget is not None:
+                log.info(
+                    "privacy after round %d: epsilon spent on %s %.2f at most (budget %.2f)",
+                    round_,
+                    name,
+                    max(spent, default=0.0),
+                    budget.epsilon,
                 )
-        log.info(
-            "privacy after round %d: epsilon spent %.2f at most (budget %.2f)",
-            round_,
-            max(map(ledger.epsilon, ledger.releases), default=0.0),
-            ledger.privacy.epsilon,
-        )
 
     def _log_bank_health(self, round_: int, server_log: TensorBoardLogger) -> None:
         """Bank health to TensorBoard and ``history.csv`` (stage ``bank``); warn on collapse."""
@@ -437,3 +482,11 @@ def _mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = dict.fromkeys(k for r in rows for k, v in r.items() if _metric(v))
     mean = {k: sum(r[k] for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
     return {"client": "mean", "modality": "-", **mean}
+
+
+def _ledger(cfg: FederationConfig, bank: bool) -> PrivacyLedger | None:
+    """The privacy accounts of a recipe's controls (none without any)."""
+    uploads = cfg.bank.privacy if bank else None
+    if uploads is None and cfg.dp_sgd is None:
+        return None
+    return PrivacyLedger(uploads, cfg.dp_sgd)

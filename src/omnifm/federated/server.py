@@ -159,6 +159,9 @@ class Server:
                 continue
             new = self.strategies[scope.name].finish(folded)
             self.shared.update({scope.prefix + k: v for k, v in new.items()})
+        if self.privacy is not None:
+            for r in results:
+                self.privacy.record_training(r.client, r.metrics)
         if self.bank is None:
             return
         # hits refer to the round's snapshot: read and count them before updating
@@ -180,6 +183,10 @@ class Server:
     def may_upload(self, client: str) -> bool:
         """Whether ``client`` is asked for spectral prototypes (a bank, and budget left)."""
         return self.bank is not None and (self.privacy is None or self.privacy.allows(client))
+
+    def may_train(self, client: str) -> bool:
+        """Whether ``client`` has DP-SGD budget left for a round like its last."""
+        return self.privacy is None or self.privacy.may_train(client)
 
     def upload(self, client: str, modality: str, prototypes: Tensor | None, round_: int) -> None:
         """Replace ``client``'s entries in the bank (warm-up and every fit)."""

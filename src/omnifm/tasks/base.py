@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from torchmetrics import MetricCollection
 
 from omnifm.blocks import OmniFMStack, Retriever, StackOutput
-from omnifm.tasks.hooks import loss_terms, retriever
+from omnifm.tasks.hooks import LossTerm, loss_terms, retriever
 
 __all__ = ["Encoded", "OmniFMTask", "StackFactory"]
 
@@ -211,17 +211,26 @@ class OmniFMTask(LightningModule):
         outside a Trainer or without such a callback."""
         return retriever(self._trainer.callbacks) if self._trainer is not None else None
 
-    def _step(self, batch: Batch, stage: str) -> tuple[Tensor, StackOutput]:
-        preds, out = self(batch, self.current_bank())
+    def objective(
+        self, batch: Batch, bank: Retriever | None = None, terms: Sequence[LossTerm] = ()
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor, StackOutput]:
+        """The loss of ``batch`` (task loss, SPAlign, and each of ``terms``), its parts by
+        name, the predictions and the stack's output. Nothing is logged: DP-SGD
+        (``omnifm.federated.dpsgd``) differentiates it one example at a time."""
+        preds, out = self(batch, bank)
         task = self.task_loss(preds, batch)
         loss = task + self.spalign_weight * out.align
+        parts = {"task_loss": task, "spalign": out.align}
+        for term in terms:
+            parts[term.name] = value = term.loss_term(self, batch, out)
+            loss = loss + value
+        return loss, parts, preds, out
+
+    def _step(self, batch: Batch, stage: str) -> tuple[Tensor, StackOutput]:
+        terms = loss_terms(self.trainer.callbacks) if stage == "train" else []
+        loss, parts, preds, out = self.objective(batch, self.current_bank(), terms)
         batch_size = preds.shape[0]
-        log = {f"{stage}/task_loss": task, f"{stage}/spalign": out.align}
-        if stage == "train":
-            for term in loss_terms(self.trainer.callbacks):
-                value = term.loss_term(self, batch, out)
-                loss = loss + value
-                log[f"train/{term.name}"] = value
+        log = {f"{stage}/{name}": value for name, value in parts.items()}
         log[f"{stage}/loss"] = loss
         self.log_dict(log, on_step=False, on_epoch=True, batch_size=batch_size)
         metrics = getattr(self, f"{stage}_metrics")

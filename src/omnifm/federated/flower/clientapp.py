@@ -24,6 +24,7 @@ from lightning.pytorch import Trainer
 from torch import Tensor
 
 from omnifm.federated.client import Client
+from omnifm.federated.dpsgd import private_model
 from omnifm.federated.flower.allowlist import NODE_CONFIG_KEY, Allowlist
 from omnifm.federated.flower.records import (
     CONFIG,
@@ -65,7 +66,10 @@ class Site:
             recipe = load_recipe(text, overrides, allowlist)
             dm = recipe.datamodule
             tasks = client_tasks(recipe.model, dm) or dm.client_names()
-            _RECIPES[key] = recipe, Layout(recipe.model, recipe.config.strategy, tasks)
+            model = recipe.model
+            if recipe.config.dp_sgd is not None:  # the architecture the server built too
+                model = private_model(model)
+            _RECIPES[key] = recipe, Layout(model, recipe.config.strategy, tasks)
         recipe, self.layout = _RECIPES[key]
         self.recipe = recipe
         self.name = _client_name(context, recipe.datamodule.client_names())
@@ -77,6 +81,7 @@ class Site:
             recipe.datamodule.site_datamodule(self.name),
             self.layout.initial_personal(self.task),
             recipe.config.bank.privacy,  # the site's recipe: its own uploads' noise
+            recipe.config.dp_sgd,  # and its own training's
         )
         if PERSONAL in context.state.array_records:
             self.client.personal = tensors(context.state.array_records[PERSONAL])
