@@ -239,3 +239,50 @@ def test_a_killed_supernode_is_left_out_and_the_round_completes(
     results = (tmp_path / "flower" / "kill" / "version_0" / "results.csv").read_text()
     ct, mri = (line for line in results.splitlines() if line.startswith(("ct,", "mri,")))
     assert "Unavailable" in mri and "Unavailable" not in ct  # mri's node is gone by the test
+
+
+def test_secure_aggregation_ends_within_one_quantization_step_of_the_plain_run(
+    tmp_path: Path,
+) -> None:
+    """SecAgg+ (Flower's workflow and mod): the server sees only the mean update, which
+    differs from the plain mean by the quantization (16 / 2**22 per unit of weight)."""
+    pytest.importorskip("ray", reason="Flower's simulation needs Ray: pip install 'omnifm[flower]'")
+    recipe = write_recipe(tmp_path, "tiny", rounds=1)
+    with torch_threads(1):
+        fit(recipe, tmp_path / "inprocess")
+    secure = ("--federation.backend=flower", "--federation.flower.secure_aggregation.max_weight=16")
+    fit(recipe, tmp_path / "secure", *secure)
+    plain = load_checkpoint(tmp_path / "inprocess/tiny/version_0/checkpoints/last.pt")
+    masked = load_checkpoint(tmp_path / "secure/tiny/version_0/checkpoints/last.pt")
+    shared, reference = masked["server"]["shared"], plain["server"]["shared"]
+    assert list(shared) == list(reference)
+    step = 16 / 2**22
+    for key, value in reference.items():
+        if value.is_floating_point():  # 16 examples of weight 16: one step per site at most
+            torch.testing.assert_close(shared[key], value, atol=2 * step, rtol=0.0)
+        else:  # integer buffers travel in the clear
+            assert torch.equal(shared[key], value), key
+    assert len(masked["server"]["bank"]["vectors"]) > 0  # the prototypes came in the clear
+
+
+def test_secure_aggregation_refuses_what_needs_each_sites_state(tmp_path: Path) -> None:
+    from omnifm.federated.flower.serverapp import FlowerFederation
+    from omnifm.recipe import load_recipe
+
+    recipe = write_recipe(tmp_path, "tiny", strategy="SCAFFOLD")
+    text = recipe.read_text() + "  flower: {secure_aggregation: {max_weight: 16}}\n"
+    with pytest.raises(ValueError, match=r"cannot serve the strategy SCAFFOLD"):
+        FlowerFederation(None, load_recipe(text))  # type: ignore[arg-type]
+
+
+def test_a_site_update_beyond_the_clipping_range_is_refused() -> None:
+    import numpy as np
+
+    from omnifm.federated.config import SecureAggregation
+    from omnifm.federated.flower.secure import masked_reply
+
+    options = SecureAggregation(clipping_range=1.0, max_weight=10.0)
+    update = [np.array([0.5, -3.0])]
+    masked_reply(update, {}, 2, {}, {}, options)  # 3 * 2 / 10 is inside
+    with pytest.raises(ValueError, match=r"beyond the clipping range 1"):
+        masked_reply(update, {}, 5, {}, {}, options)  # 3 * 5 / 10 is not

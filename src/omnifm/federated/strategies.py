@@ -138,6 +138,9 @@ class Strategy:
     state, and local training."""
 
     sums_states = False  # whether ``finish`` reads ``Round.state_sum`` (FedDyn's)
+    # whether ``finish`` needs more than the round's mean state (uploads, sums): secure
+    # aggregation, which gives the server the mean only, cannot serve it
+    needs_each_client = False
 
     # server side -------------------------------------------------------------------------------
     def personal_keys(self, model: OmniFMTask) -> set[str]:
@@ -388,6 +391,7 @@ class _ServerTensors(Strategy):
     ``update`` turns the round's aggregate into the new shared state and moves them."""
 
     key: str
+    needs_each_client = True  # SCAFFOLD's uploads, FedDyn's sum of states
 
     def __init__(self) -> None:
         self._server: dict[str, Tensor] = {}

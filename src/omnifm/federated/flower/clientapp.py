@@ -34,8 +34,10 @@ from omnifm.federated.flower.records import (
     evaluate_res_to_records,
     fit_ins_from_records,
     fit_res_to_records,
+    secure_fit_res_to_records,
     tensors,
 )
+from omnifm.federated.flower.secure import optional_secaggplus
 from omnifm.federated.layout import Layout, client_tasks
 from omnifm.federated.trainer import client_seed, local_trainer, quiet_lightning, trainer_device
 from omnifm.recipe import Recipe, load_recipe
@@ -112,7 +114,7 @@ class Site:
 
 def make_client_app(recipe_text: str | None = None) -> ClientApp:
     """A ClientApp for the recipe ``recipe_text`` (None: the recipe sent with the run)."""
-    app = ClientApp()
+    app = ClientApp(mods=[optional_secaggplus])  # Flower's SecAgg+ in secure rounds
 
     @app.query()
     def hello(msg: Message, context: Context) -> Message:
@@ -144,6 +146,16 @@ def make_client_app(recipe_text: str | None = None) -> ClientApp:
                 site.model, ins, site.recipe.config.strategy, site.make_trainer, False
             )
             site.save(context)
+            config = msg.content.config_records[CONFIG]
+            if config.get("secure"):  # secaggplus_mod masks the update
+                content = secure_fit_res_to_records(
+                    res,
+                    ins.weights,
+                    site.client.steps,
+                    float(config["max_weight"]),
+                    float(config["clipping_range"]),
+                )
+                return Message(content, reply_to=msg)
         return Message(fit_res_to_records(res, site.client.steps), reply_to=msg)
 
     @app.evaluate()

@@ -15,6 +15,8 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import Tensor
 
+from omnifm.federated.config import SecureAggregation
+from omnifm.federated.flower.secure import clear_tensors, masked_reply, split_update
 from omnifm.federated.messages import EvaluateRes, FitIns, FitRes
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "fit_ins_to_records",
     "fit_res_from_records",
     "fit_res_to_records",
+    "secure_fit_res",
+    "secure_fit_res_to_records",
     "shared_records",
     "tensors",
     "with_config",
@@ -71,12 +75,16 @@ def with_config(shared: dict[str, Any], config: dict[str, Any]) -> RecordDict:
 
 
 def fit_ins_to_records(
-    ins: FitIns, client: str, shared: dict[str, Any] | None = None
+    ins: FitIns,
+    client: str,
+    shared: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> RecordDict:
-    """Server -> client: the round's shared weights, bank snapshot and settings."""
+    """Server -> client: the round's shared weights, bank snapshot and settings (``extra``:
+    more settings, e.g. a secure round's)."""
     shared = shared if shared is not None else shared_records(ins.weights, ins.bank, ins.strategy)
     config = {"client": client, "round": ins.round, "seed": ins.seed, "prototypes": ins.prototypes}
-    return with_config(shared, config)
+    return with_config(shared, {**config, **(extra or {})})
 
 
 def fit_ins_from_records(content: RecordDict) -> tuple[FitIns, str]:
@@ -97,23 +105,28 @@ def _optional(content: RecordDict, name: str) -> dict[str, Tensor]:
     return tensors(content.array_records[name]) if name in content.array_records else {}
 
 
-def fit_res_to_records(res: FitRes, steps: int) -> RecordDict:
-    """Client -> server: shared weights, example count, metrics, spectral upload, bank hits."""
-    upload = {
-        k: v
-        for k, v in (
-            ("prototypes", res.prototypes),
-            ("hit_ids", res.hit_ids),
-            ("hit_counts", res.hit_counts),
-        )
-        if v is not None
-    }
-    config = {
+def _upload(res: FitRes) -> dict[str, Tensor]:
+    pairs = (
+        ("prototypes", res.prototypes),
+        ("hit_ids", res.hit_ids),
+        ("hit_counts", res.hit_counts),
+    )
+    return {k: v for k, v in pairs if v is not None}
+
+
+def _res_config(res: FitRes, steps: int) -> dict[str, Any]:
+    return {
         "client": res.client,
         "modality": res.modality,
         "num_examples": res.num_examples,
         "steps": steps,
     }
+
+
+def fit_res_to_records(res: FitRes, steps: int) -> RecordDict:
+    """Client -> server: shared weights, example count, metrics, spectral upload, bank hits."""
+    upload = _upload(res)
+    config = _res_config(res, steps)
     records = {
         WEIGHTS: ArrayRecord(res.weights),
         UPLOAD: ArrayRecord(upload),
@@ -138,6 +151,40 @@ def fit_res_from_records(content: RecordDict) -> FitRes:
         hit_ids=upload.get("hit_ids"),
         hit_counts=upload.get("hit_counts"),
         strategy=_optional(content, STRATEGY),
+    )
+
+
+def secure_fit_res_to_records(
+    res: FitRes, start: dict[str, Tensor], steps: int, max_weight: float, clipping_range: float
+) -> RecordDict:
+    """Client -> server in a secure round: the update from ``start`` for ``secaggplus_mod``
+    to mask, the rest in the clear (``secure.masked_reply``)."""
+    if res.strategy:
+        raise ValueError("secure aggregation cannot carry a strategy's upload")
+    update, ints = split_update(res.weights, start)
+    clear = {**{f"weights/{k}": v for k, v in ints.items()}}
+    clear.update({f"upload/{k}": v for k, v in _upload(res).items()})
+    options = SecureAggregation(max_weight=max_weight, clipping_range=clipping_range)
+    config = _res_config(res, steps)
+    return masked_reply(update, clear, res.num_examples, config, res.metrics, options)
+
+
+def secure_fit_res(content: RecordDict, mean: dict[str, Tensor]) -> FitRes:
+    """A site's result of a secure round: the round's ``mean`` floating-point state with
+    its own integer tensors as its weights, and its clear records."""
+    config = content.config_records[CONFIG]
+    clear = clear_tensors(content)
+    upload = {k.removeprefix("upload/"): v for k, v in clear.items() if k.startswith("upload/")}
+    ints = {k.removeprefix("weights/"): v for k, v in clear.items() if k.startswith("weights/")}
+    return FitRes(
+        client=str(config["client"]),
+        modality=str(config["modality"]),
+        num_examples=int(config["num_examples"]),
+        weights={**mean, **ints},
+        metrics={k: float(v) for k, v in content.metric_records[METRICS].items()},
+        prototypes=upload.get("prototypes"),
+        hit_ids=upload.get("hit_ids"),
+        hit_counts=upload.get("hit_counts"),
     )
 
 

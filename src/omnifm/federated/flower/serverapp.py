@@ -14,9 +14,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from omnifm.federated.aggregators import Mean
 from omnifm.federated.config import FlowerConfig
 from omnifm.federated.flower.allowlist import SERVER_ENV, SERVER_HOW, Allowlist
 from omnifm.federated.flower.records import (
@@ -26,10 +28,12 @@ from omnifm.federated.flower.records import (
     evaluate_res_from_records,
     fit_ins_to_records,
     fit_res_from_records,
+    secure_fit_res,
     shared_records,
     tensors,
     with_config,
 )
+from omnifm.federated.flower.secure import secure_round
 from omnifm.federated.layout import client_tasks
 from omnifm.federated.messages import FitRes
 from omnifm.federated.rounds import FederationError, RoundLoop, Stage, Upload
@@ -58,6 +62,8 @@ class FlowerFederation(RoundLoop):
         self.modalities = {n: recipe.datamodule.modality(n) for n in names}
         self.nodes: dict[str, int] = {}
         self._uploads: list[Upload] = []
+        if self.options.secure_aggregation is not None:
+            _check_secure(self)
 
     def fit(self, ckpt_path: str | None = None) -> list[dict[str, Any]]:
         if ckpt_path is not None:
@@ -130,6 +136,9 @@ class FlowerFederation(RoundLoop):
         return self._uploads
 
     def fit_clients(self, round_: int, chosen: list[str]) -> Iterator[tuple[str, FitRes | str]]:
+        if self.options.secure_aggregation is not None:
+            yield from self._fit_secure(round_, chosen)
+            return
         start = time.perf_counter()
         reached = [n for n in chosen if n in self.nodes]
         bank = self.server.bank_snapshot()
@@ -166,6 +175,57 @@ class FlowerFederation(RoundLoop):
             )
             yield name, res
         log.info("  round %d: %d replies in %.1fs", round_, received, time.perf_counter() - start)
+
+    def _fit_secure(self, round_: int, chosen: list[str]) -> Iterator[tuple[str, FitRes | str]]:
+        """A round under SecAgg+ (``secure.secure_round``): the server learns the mean of
+        the sites' updates only. Each site's result carries that mean as its shared state
+        (with its own integer buffers, sent in the clear), so that the round's
+        example-weighted aggregate is the mean itself."""
+        options = self.options.secure_aggregation
+        assert options is not None
+        start = time.perf_counter()
+        reached = [n for n in chosen if n in self.nodes]
+        bank = self.server.bank_snapshot()
+        shared = shared_records(self.server.shared, bank, self.server.broadcast())
+        secure = {
+            "secure": True,
+            "max_weight": float(options.max_weight),
+            "clipping_range": float(options.clipping_range),
+        }
+        fit_ins = {
+            self.nodes[n]: fit_ins_to_records(self.server.fit_ins(round_, n), n, shared, secure)
+            for n in reached
+        }
+        out = secure_round(self.grid, round_, fit_ins, options)
+        current = {k: v for k, v in self.server.shared.items() if v.is_floating_point()}
+        mean = {}
+        if out.mean is not None:
+            mean = {
+                k: (v.double() + torch.from_numpy(u).view(v.shape)).to(v.dtype)
+                for (k, v), u in zip(current.items(), out.mean, strict=True)
+            }
+        why = "; ".join(out.failures[:2]) or "left out of the secure aggregation"
+        for name in chosen:
+            reply = out.replies.get(self.nodes.get(name, -1))
+            if reply is None or not mean:
+                why_here = "no node plays this client" if name not in self.nodes else why
+                log.warning("  %s failed and is left out of round %d: %s", name, round_, why_here)
+                yield name, why_here
+                continue
+            res = secure_fit_res(reply.content, mean)
+            log.info(
+                "  %-16s %-12s loss %.4f (masked)",
+                name,
+                res.modality,
+                res.metrics.get("train/loss", float("nan")),
+            )
+            yield name, res
+        log.info(
+            "  round %d: secure aggregation of %d sites in %.1fs",
+            round_,
+            len(out.replies),
+            time.perf_counter() - start,
+        )
 
     def evaluate_clients(self, stage: Stage) -> list[dict[str, Any]]:
         bank = self.server.bank_snapshot()
@@ -232,6 +292,26 @@ def _in_order(arrivals: Iterator[tuple[int, Message]], n: int) -> Iterator[Messa
                 break
             early[arrived[0]] = arrived[1]
         yield early.pop(i, None)
+
+
+def _check_secure(run: FlowerFederation) -> None:
+    """SecAgg+ gives the server the example-weighted mean of one shared state: refuse what
+    needs more (a robust aggregator, a strategy's own sums or uploads, several tasks)."""
+    server = run.server
+    problems = []
+    if len(server.layout.scopes) != 1:
+        problems.append("a federation of several tasks (each task's state is its own sum)")
+    if server.aggregator is not None and type(server.aggregator) is not Mean:
+        problems.append(f"the aggregator {server.aggregator} (it needs every site's state)")
+    if getattr(server.strategy, "needs_each_client", False):
+        problems.append(f"the strategy {server.strategy} (it needs more than the mean state)")
+    if problems:
+        raise ValueError(
+            "federation.flower.secure_aggregation: the server learns only the mean of the "
+            f"sites' updates, which cannot serve {'; '.join(problems)}. Use the Mean "
+            "aggregator and FedAvg, FedProx, FedPer, FedBN, OmniFM, the server optimizers, "
+            "FedRep, Ditto, MOON or GPFL, or turn secure aggregation off"
+        )
 
 
 def _why(reply: Message | None, timeout: float | None = None) -> str:
