@@ -14,7 +14,8 @@ rather than Opacus' module hooks: the hooks are full backward hooks, which refus
 operations of timm's residual blocks (``x += shortcut``) and cover only the layer types Opacus
 knows, where OmniFM's stack has parameters used directly (prompts). Each step therefore runs
 the usual backward (for the logged loss) and the per-example one: about twice the cost of a
-plain step, plus one gradient per example in memory.
+plain step, plus one gradient per example in memory. A loss that ``vmap`` cannot run (one that
+reads tensor values in Python) is differentiated example by example instead.
 
 Opacus is imported inside the functions: importing it calls ``logging.basicConfig``, which
 would leave the CLI's own logging setup without effect.
@@ -41,7 +42,7 @@ __all__ = ["PrivateTraining", "poisson_sampled", "private_model"]
 def private_model(model: nn.Module) -> nn.Module:
     """A copy of ``model`` that DP-SGD can train: Opacus' ``ModuleValidator.fix`` (batch
     norm to group norm, ``nn.MultiheadAttention`` to ``DPMultiheadAttention``). ``ValueError``
-    naming each module Opacus still refuses, and why."""
+    naming each module that still cannot be trained privately, and why."""
     from opacus.validators import ModuleValidator
 
     opacus = logging.getLogger("opacus")  # not a line per module it replaces
@@ -51,12 +52,20 @@ def private_model(model: nn.Module) -> nn.Module:
         fixed = ModuleValidator.fix(model)
     finally:
         opacus.setLevel(level)
-    errors = ModuleValidator.validate(fixed, strict=False)
+    errors = [str(e) for e in ModuleValidator.validate(fixed, strict=False)]
+    # what Opacus' fixers miss: subclasses of batch norm (timm's BatchNormAct2d), which
+    # normalise over the batch and learn running statistics from the images
+    errors += [
+        f"{name} ({type(m).__name__}) normalises over the batch; Opacus replaces only "
+        "torch's own batch norm classes"
+        for name, m in fixed.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
     if errors:
-        why = "; ".join(str(e) for e in errors[:3])
         raise ValueError(
-            f"federation.dp_sgd: {type(model).__name__} cannot be trained with DP-SGD: {why}. "
-            "Replace those modules in the task (or train without dp_sgd)"
+            f"federation.dp_sgd: {type(model).__name__} cannot be trained with DP-SGD: "
+            f"{'; '.join(errors[:3])}. Replace those modules in the task (group norm instead "
+            "of batch norm) or train without dp_sgd"
         )
     return fixed
 
@@ -88,37 +97,63 @@ def per_example_gradients(
     task: Any, batch: dict[str, Any], bank: Any = None, terms: list[Any] | None = None
 ) -> dict[str, Tensor]:
     """Gradient of ``task.objective`` of each example of ``batch`` (run as a batch of one),
-    by trainable parameter name, each ``(batch_size, *parameter.shape)``."""
+    by trainable parameter name, each ``(batch_size, *parameter.shape)``.
+
+    ``torch.func.vmap`` over ``grad`` computes them together; a loss that reads tensor
+    values in Python (segmentation's check of the mask's class indices, ``.item()``) cannot
+    be vmapped, and is differentiated one example after the other instead (slower, the same
+    gradients)."""
     objective = _Objective(task, bank, terms or [])
-    params = {n: p.detach() for n, p in objective.named_parameters() if p.requires_grad}
-    buffers = dict(objective.named_buffers())
+    params = {n: p for n, p in objective.named_parameters() if p.requires_grad}
     size = next(v.shape[0] for v in batch.values() if isinstance(v, Tensor))
     batched = {k: v for k, v in batch.items() if isinstance(v, Tensor) and v.shape[:1] == (size,)}
     rest = {k: v for k, v in batch.items() if k not in batched}
     if size == 0:  # an empty Poisson batch: its sum of clipped gradients is zero
         return {n[len("task.") :]: p.new_zeros(0, *p.shape) for n, p in params.items()}
+    frozen = [m for m in running_statistics(task) if m.training]
+    for m in frozen:  # their statistics are not the examples' to update
+        m.eval()
+    try:
+        try:
+            grads = _vmapped(objective, params, batched, rest)
+        except RuntimeError as err:
+            if "vmap" not in str(err) and "data-dependent" not in str(err):
+                raise
+            grads = _looped(objective, params, batched, rest, size)
+    finally:
+        for m in frozen:
+            m.train()
+    return {n[len("task.") :]: g for n, g in grads.items()}
+
+
+def _vmapped(
+    objective: _Objective, params: dict[str, Tensor], batched: dict[str, Tensor], rest: dict
+) -> dict[str, Tensor]:
+    buffers = dict(objective.named_buffers())
 
     def loss(weights: dict[str, Tensor], example: dict[str, Tensor]) -> Tensor:
         one = {**rest, **{k: v.unsqueeze(0) for k, v in example.items()}}
         return functional_call(objective, {**weights, **buffers}, (one,))
 
-    frozen = [m for m in running_statistics(task) if m.training]
-    for m in frozen:  # their statistics are not the examples' to update
-        m.eval()
-    try:
-        grads = vmap(grad(loss), in_dims=(None, 0), randomness="different")(params, batched)
-    except RuntimeError as err:
-        raise ValueError(
-            f"federation.dp_sgd: the loss of {type(task).__name__} cannot be differentiated one "
-            f"example at a time with torch.func (vmap over grad): {str(err).rstrip('.')}. A "
-            "module that reads "
-            "tensor values in Python (.item(), `if` on a tensor) or updates a buffer while "
-            "training cannot be trained privately; rewrite it or train without dp_sgd"
-        ) from err
-    finally:
-        for m in frozen:
-            m.train()
-    return {n[len("task.") :]: g for n, g in grads.items()}
+    detached = {n: p.detach() for n, p in params.items()}
+    return vmap(grad(loss), in_dims=(None, 0), randomness="different")(detached, batched)
+
+
+def _looped(
+    objective: _Objective,
+    params: dict[str, Tensor],
+    batched: dict[str, Tensor],
+    rest: dict,
+    size: int,
+) -> dict[str, Tensor]:
+    grads: dict[str, list[Tensor]] = {n: [] for n in params}
+    with torch.enable_grad():
+        for i in range(size):
+            one = {**rest, **{k: v[i : i + 1] for k, v in batched.items()}}
+            got = torch.autograd.grad(objective(one), list(params.values()), allow_unused=True)
+            for (n, p), g in zip(params.items(), got, strict=True):
+                grads[n].append(torch.zeros_like(p) if g is None else g)
+    return {n: torch.stack(g) for n, g in grads.items()}
 
 
 class PrivateTraining(Callback):
