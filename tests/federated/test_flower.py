@@ -286,3 +286,21 @@ def test_a_site_update_beyond_the_clipping_range_is_refused() -> None:
     masked_reply(update, {}, 2, {}, {}, options)  # 3 * 2 / 10 is inside
     with pytest.raises(ValueError, match=r"beyond the clipping range 1"):
         masked_reply(update, {}, 5, {}, {}, options)  # 3 * 5 / 10 is not
+
+
+def test_private_uploads_and_training_are_accounted_on_flower(tmp_path: Path) -> None:
+    """On Flower each site noises its own uploads and gradients; the server's ledger counts
+    them from what the sites report, as in process."""
+    pytest.importorskip("ray", reason="Flower's simulation needs Ray: pip install 'omnifm[flower]'")
+    recipe = write_recipe(tmp_path, "tiny", rounds=1)
+    private = (
+        "--federation.bank.privacy.noise_multiplier=4.0",
+        "--federation.dp_sgd.noise_multiplier=1.0",
+        "--federation.dp_sgd.epsilon=50.0",
+    )
+    fit(recipe, tmp_path, "--federation.backend=flower", *private)
+    ledger = last_state(tmp_path, "tiny")["server"]["privacy"]
+    assert ledger["releases"] == {"ct": 2, "mri": 2}  # the warm-up and round 1
+    assert {c: len(h) for c, h in ledger["trained"].items()} == {"ct": 1, "mri": 1}
+    noise, rate, steps = ledger["trained"]["ct"][0]
+    assert (noise, steps) == (1.0, 2) and 0.0 < rate <= 1.0

@@ -23,6 +23,7 @@ would leave the CLI's own logging setup without effect.
 
 from __future__ import annotations
 
+import copy
 import logging
 import secrets
 from typing import Any
@@ -40,16 +41,28 @@ __all__ = ["PrivateTraining", "poisson_sampled", "private_model"]
 
 
 def private_model(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` that DP-SGD can train: Opacus' ``ModuleValidator.fix`` (batch
-    norm to group norm, ``nn.MultiheadAttention`` to ``DPMultiheadAttention``). ``ValueError``
-    naming each module that still cannot be trained privately, and why."""
+    """A copy of ``model`` that DP-SGD can train: each module Opacus' ``ModuleValidator`` has
+    a fixer for replaced (batch norm by group norm, ``nn.MultiheadAttention`` by
+    ``DPMultiheadAttention``). ``ValueError`` naming each module that still cannot be trained
+    privately, and why.
+
+    The fixers are applied to a ``deepcopy`` rather than through ``ModuleValidator.fix``,
+    which copies by pickling: a task built from a recipe holds its optimizer as a callable
+    that does not pickle."""
     from opacus.validators import ModuleValidator
 
+    fixed = copy.deepcopy(model)
     opacus = logging.getLogger("opacus")  # not a line per module it replaces
     level = opacus.level
     opacus.setLevel(logging.WARNING)
     try:
-        fixed = ModuleValidator.fix(model)
+        for name, module in list(fixed.named_modules()):
+            fixer = ModuleValidator.FIXERS.get(type(module))
+            if fixer is not None and name:
+                parent, _, child = name.rpartition(".")
+                tensors = [*module.parameters(), *module.buffers()]
+                replacement = fixer(module).to(tensors[0].device if tensors else None)
+                fixed.get_submodule(parent).add_module(child, replacement)
     finally:
         opacus.setLevel(level)
     errors = [str(e) for e in ModuleValidator.validate(fixed, strict=False)]
