@@ -303,7 +303,7 @@ def _check_secure(run: FlowerFederation) -> None:
         problems.append("a federation of several tasks (each task's state is its own sum)")
     if server.aggregator is not None and type(server.aggregator) is not Mean:
         problems.append(f"the aggregator {server.aggregator} (it needs every site's state)")
-    if getattr(server.strategy, "needs_each_client", False):
+    if server.strategy.needs_each_client:
         problems.append(f"the strategy {server.strategy} (it needs more than the mean state)")
     if problems:
         raise ValueError(
