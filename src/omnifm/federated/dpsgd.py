@@ -14,8 +14,8 @@ rather than Opacus' module hooks: the hooks are full backward hooks, which refus
 operations of timm's residual blocks (``x += shortcut``) and cover only the layer types Opacus
 knows, where OmniFM's stack has parameters used directly (prompts). Each step therefore runs
 the usual backward (for the logged loss) and the per-example one (three times the first with
-the quickstart's model), plus one gradient per example in memory. A loss that ``vmap`` cannot run (one that
-reads tensor values in Python) is differentiated example by example instead.
+the quickstart's model), plus one gradient per example in memory. A loss that ``vmap`` cannot
+run (one that reads tensor values in Python) is differentiated example by example instead.
 
 Opacus is imported inside the functions: importing it calls ``logging.basicConfig``, which
 would leave the CLI's own logging setup without effect.
