@@ -61,7 +61,7 @@ def test_a_private_step_moves_by_the_mean_of_clipped_example_gradients() -> None
     sampled, rate, size = poisson_sampled(data)
     assert (rate, size) == (1.0, 8)  # one batch an epoch: every example, every step
     privacy = TrainingPrivacy(noise_multiplier=1e-9, max_grad_norm=0.01)
-    private = PrivateTraining(privacy, rate, size)
+    private = PrivateTraining(privacy, size)
     batch = next(iter(sampled.train_dataloader()))
     task.eval()
     grads = per_example_gradients(task, batch)

@@ -149,7 +149,7 @@ class Client:
             if isinstance(logger, ClientLogger):  # every fit's curve follows the last one's
                 logger.step_offset = self.steps + steps
             if self.dp_sgd is not None:
-                private.append(PrivateTraining(self.dp_sgd, rate, size))
+                private.append(PrivateTraining(self.dp_sgd, size))
             # the federation validates every client after aggregation, not inside local fits
             trainer = make_trainer(
                 logger=logger,

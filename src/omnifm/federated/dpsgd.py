@@ -179,10 +179,9 @@ class PrivateTraining(Callback):
     then steps as usual. The noise comes from the operating system's randomness, which no
     other party can redraw. ``steps`` counts the private steps for the accountant."""
 
-    def __init__(self, privacy: TrainingPrivacy, sample_rate: float, batch_size: int) -> None:
+    def __init__(self, privacy: TrainingPrivacy, batch_size: int) -> None:
         self.privacy = privacy
-        self.sample_rate = sample_rate
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # expected: the noise is averaged over it
         self.steps = 0
         self._batch: dict[str, Any] | None = None
         self._dp: Any = None

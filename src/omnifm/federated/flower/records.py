@@ -162,8 +162,8 @@ def secure_fit_res_to_records(
     if res.strategy:
         raise ValueError("secure aggregation cannot carry a strategy's upload")
     update, ints = split_update(res.weights, start)
-    clear = {**{f"weights/{k}": v for k, v in ints.items()}}
-    clear.update({f"upload/{k}": v for k, v in _upload(res).items()})
+    clear = {f"weights/{k}": v for k, v in ints.items()}
+    clear |= {f"upload/{k}": v for k, v in _upload(res).items()}
     options = SecureAggregation(max_weight=max_weight, clipping_range=clipping_range)
     config = _res_config(res, steps)
     return masked_reply(update, clear, res.num_examples, config, res.metrics, options)

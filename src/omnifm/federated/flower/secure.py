@@ -32,7 +32,15 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.client.mod import secaggplus_mod
-from flwr.common import FitIns, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import (
+    Code,
+    FitIns,
+    FitRes,
+    Parameters,
+    Status,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.compat.legacy_context import LegacyContext
@@ -116,19 +124,14 @@ def masked_reply(
             "federation.flower.secure_aggregation.clipping_range or max_weight"
         )
     legacy = compat.fitres_to_recorddict(
-        _fitres(ndarrays_to_parameters(update), num_examples), keep_input=True
+        FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), num_examples, {}),
+        keep_input=True,
     )
     records = dict(legacy.items())
     records[CLEAR] = ConfigRecord({k: _bytes(v) for k, v in clear.items()})
     records["config"] = ConfigRecord(config)
     records["metrics"] = MetricRecord(dict(metrics))
     return RecordDict(records)
-
-
-def _fitres(parameters: Parameters, num_examples: int) -> Any:
-    from flwr.common import Code, FitRes, Status
-
-    return FitRes(Status(Code.OK, ""), parameters, num_examples, {})
 
 
 @dataclass
