@@ -167,11 +167,15 @@ def verdict(diffs: list[float], scale: float) -> str:
 
 
 def late_change(curve: Curve) -> float | None:
-    """How much a validation curve still moved: over its last fifth, or between its last two
-    points when it has fewer than five."""
+    """How much a validation curve still moved over the last fifth of its rounds: its last
+    value minus the last one validated at or before the round where that fifth starts (the
+    previous point where none is). In rounds, not points: a run validated every 4 rounds
+    also validates its last round, so its last two points can be 2 rounds apart."""
     if len(curve) < 2:
         return None
-    return curve[-1][1] - curve[len(curve) - 1 - max(1, len(curve) // 5)][1]
+    start = curve[-1][0] - max(1, curve[-1][0] // 5)
+    before = [value for r, value in curve[:-1] if r <= start] or [curve[-2][1]]
+    return curve[-1][1] - before[-1]
 
 
 def plot(curves: dict[str, dict[str, list[Curve]]], metric: dict[str, str], path: Path) -> None:
@@ -280,8 +284,8 @@ def main() -> None:
         "hospital's main metric (all higher is better); a verdict says helps or hurts only where "
         "two or more seeds agree and the mean difference exceeds 1% of the value (one seed: "
         "which way it went, with no estimate of noise). The last column is how much each "
-        "validation curve still moved: over its last fifth, or between its last two points "
-        f"for shorter curves. Curves: `{png.name}`."
+        "validation curve still moved over the last fifth of its rounds (mean over seeds). "
+        f"Curves: `{png.name}`."
     )
     record.write(
         Path(args.result),
